@@ -1,0 +1,257 @@
+"""GitLab, through python-gitlab: the only module that talks to GitLab.
+
+Resilience: python-gitlab itself retries 429 (honouring Retry-After) and, for reads and
+updates, 5xx and connection errors with backoff. Creates are *not* retried here: a create whose
+answer was lost may have happened, so the caller looks the issue up again by key before trying
+again (see ``tasks/issues.py``). Errors leave this module as ``TransientError`` or
+``PermanentError`` carrying GitLab's own message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Any, TypeVar
+
+import gitlab
+import gitlab.exceptions
+import requests
+
+from tminus.errors import PermanentError, TransientError
+from tminus.reconcile import IssueState, IssueWrite, split_description
+from tminus.settings import Settings
+
+SYSTEM = "GitLab"
+T = TypeVar("T")
+
+_HINTS = {
+    401: "check TMINUS_GITLAB_TOKEN (a token with the `api` scope)",
+    403: "the token's user needs at least the Reporter role on the project (Planner for labels)",
+    404: "check the project path or id, and that the token's user can see it",
+}
+
+
+def _transient_status(code: int | None) -> bool:
+    return code is not None and (code == 429 or code >= 500 or code == 408)
+
+
+@contextmanager
+def translate(resource: str) -> Iterator[None]:
+    """Turn python-gitlab and requests exceptions into tminus errors."""
+    try:
+        yield
+    except gitlab.exceptions.GitlabError as exc:
+        code = exc.response_code
+        message = str(exc.error_message or exc).strip() or "no message"
+        if code in _HINTS:
+            message = f"{message} ({_HINTS[code]})"
+        cls = TransientError if _transient_status(code) else PermanentError
+        raise cls(SYSTEM, message, status=code, resource=resource) from exc
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise TransientError(
+            SYSTEM, f"cannot reach GitLab ({type(exc).__name__})", resource=resource
+        ) from exc
+
+
+def _state(attrs: dict[str, Any], key: str | None) -> IssueState:
+    due = attrs.get("due_date")
+    return IssueState(
+        iid=int(attrs["iid"]),
+        web_url=str(attrs.get("web_url", "")),
+        title=str(attrs.get("title", "")),
+        description=str(attrs.get("description") or ""),
+        labels=tuple(attrs.get("labels") or ()),
+        due_date=date.fromisoformat(due) if due else None,
+        assignee_ids=tuple(int(a["id"]) for a in attrs.get("assignees") or ()),
+        state=str(attrs.get("state", "opened")),
+        key=key,
+    )
+
+
+def label_color(name: str) -> str:
+    """A stable color per label (GitLab requires one); tiers get fixed colors."""
+    fixed = {
+        "launch-tier::L1": "#dc143c",
+        "launch-tier::L2": "#ed9121",
+        "launch-tier::L3": "#428bca",
+        "launch-status::dropped": "#808080",
+    }
+    if name in fixed:
+        return fixed[name]
+    return "#" + hashlib.sha256(name.encode()).hexdigest()[:6]
+
+
+class GitLabTracker:
+    """``IssueTracker`` on a real GitLab (or the stand-in), via python-gitlab."""
+
+    def __init__(self, client: gitlab.Gitlab) -> None:
+        self._gl = client
+        self._users: dict[str, int | None] = {}
+        self._project_ids: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return str(self._gl.url)
+
+    def _project(self, project: str) -> Any:
+        return self._gl.projects.get(project, lazy=True)
+
+    def _call(self, resource: str, fn: Callable[[], T]) -> T:
+        with translate(resource):
+            return fn()
+
+    def check_project(self, project: str) -> str:
+        proj = self._call(f"project {project}", lambda: self._gl.projects.get(project))
+        with self._lock:
+            self._project_ids[project] = int(proj.id)
+        return str(proj.web_url)
+
+    def _project_id(self, project: str) -> int:
+        with self._lock:
+            known = self._project_ids.get(project)
+        if known is None:
+            self.check_project(project)
+            with self._lock:
+                known = self._project_ids[project]
+        return known
+
+    def user_id(self, username: str) -> int | None:
+        with self._lock:
+            if username in self._users:
+                return self._users[username]
+        users = self._call(
+            f"user {username}", lambda: self._gl.users.list(username=username, get_all=True)
+        )
+        uid = next((int(u.id) for u in users if u.username.lower() == username.lower()), None)
+        with self._lock:
+            self._users[username] = uid
+        return uid
+
+    def find_issues(self, project: str, launch_label: str, marker_prefix: str) -> list[IssueState]:
+        # Two queries, because either alone can miss: people remove labels, and GitLab's
+        # search index may lag right after a create. The caller matches keys exactly.
+        proj = self._project(project)
+        found: dict[int, dict[str, Any]] = {}
+        resource = f"issues of {project}"
+        by_label = self._call(
+            resource,
+            lambda: proj.issues.list(labels=[launch_label], state="all", iterator=True, per_page=100),
+        )
+        by_search = self._call(
+            resource,
+            lambda: proj.issues.list(
+                search=marker_prefix, state="all", iterator=True, per_page=100, **{"in": "description"}
+            ),
+        )
+        for listing in (by_label, by_search):
+            with translate(resource):
+                for issue in listing:
+                    found[int(issue.iid)] = issue.attributes
+        states = []
+        for attrs in sorted(found.values(), key=lambda a: int(a["iid"])):
+            _, key, _ = split_description(str(attrs.get("description") or ""))
+            if key is not None:
+                states.append(_state(attrs, key))
+        return states
+
+    def ensure_labels(self, project: str, labels: list[str]) -> list[str]:
+        proj = self._project(project)
+        resource = f"labels of {project}"
+        existing = {
+            lbl.name for lbl in self._call(resource, lambda: proj.labels.list(get_all=True))
+        }
+        created = []
+        for name in labels:
+            if name in existing:
+                continue
+            try:
+                with translate(f"label {name}"):
+                    proj.labels.create({"name": name, "color": label_color(name)})
+            except PermanentError as exc:
+                if exc.status != 409:  # created meanwhile: fine
+                    raise
+            created.append(name)
+        return created
+
+    @staticmethod
+    def _payload(write: IssueWrite) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if write.title is not None:
+            data["title"] = write.title
+        if write.description is not None:
+            data["description"] = write.description
+        if write.due_date is not None:
+            data["due_date"] = write.due_date.isoformat()
+        if write.assignee_ids is not None:
+            data["assignee_ids"] = list(write.assignee_ids)
+        if write.add_labels:
+            data["add_labels"] = ",".join(write.add_labels)
+        if write.remove_labels:
+            data["remove_labels"] = ",".join(write.remove_labels)
+        if write.state_event is not None:
+            data["state_event"] = write.state_event
+        return data
+
+    def create_issue(self, project: str, write: IssueWrite, labels: tuple[str, ...]) -> IssueState:
+        data = self._payload(write)
+        data.pop("add_labels", None)
+        data["labels"] = list(labels)
+        proj = self._project(project)
+        issue = self._call(
+            f"new issue in {project}",
+            # Not retried on 5xx here: the caller re-checks by key first (see module doc).
+            lambda: proj.issues.create(data, retry_transient_errors=False),
+        )
+        return _state(issue.attributes, split_description(write.description or "")[1])
+
+    def update_issue(self, project: str, iid: int, write: IssueWrite) -> IssueState:
+        proj = self._project(project)
+        attrs = self._call(
+            f"issue {project}#{iid}", lambda: proj.issues.update(iid, self._payload(write))
+        )
+        return _state(attrs, split_description(str(attrs.get("description") or ""))[1])
+
+    def linked_iids(self, project: str, iid: int) -> set[int]:
+        issue = self._project(project).issues.get(iid, lazy=True)
+        pid = self._project_id(project)
+        links = self._call(f"links of {project}#{iid}", lambda: issue.links.list(get_all=True))
+        return {int(link.iid) for link in links if int(link.project_id) == pid}
+
+    def link_issues(self, project: str, iid: int, target_iid: int) -> None:
+        issue = self._project(project).issues.get(iid, lazy=True)
+        pid = self._project_id(project)
+        try:
+            with translate(f"link {project}#{iid} -> #{target_iid}"):
+                issue.links.create(
+                    {"target_project_id": pid, "target_issue_iid": target_iid},
+                    retry_transient_errors=False,
+                )
+        except PermanentError as exc:
+            if exc.status != 409:  # already linked
+                raise
+
+    def add_note(self, project: str, iid: int, body: str) -> None:
+        issue = self._project(project).issues.get(iid, lazy=True)
+        self._call(f"note on {project}#{iid}", lambda: issue.notes.create({"body": body}))
+
+
+def build_client(settings: Settings) -> gitlab.Gitlab:
+    """The one place a GitLab client is built; the token is unwrapped only here."""
+    token = settings.gitlab_token.get_secret_value() if settings.gitlab_token else None
+    if token is None and settings.embedded:
+        token = "sandbox"  # the stand-in accepts any token unless told otherwise
+    return gitlab.Gitlab(
+        settings.gitlab_base_url,
+        private_token=token,
+        timeout=settings.gitlab_timeout,
+        retry_transient_errors=True,
+        per_page=100,
+    )
+
+
+def build_tracker(settings: Settings) -> GitLabTracker:
+    return GitLabTracker(build_client(settings))

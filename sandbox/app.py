@@ -1,0 +1,101 @@
+"""The sandbox: every local stand-in in one ASGI app on one loopback port.
+
+``/api/v4/...`` GitLab · ``/_sandbox/...`` request log, fault injection, reset · ``/healthz``.
+It is the embedded default (``tminus sandbox``) and the test bed (tests start it in a thread).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sandbox.control import Control, ControlMiddleware, control_routes
+from sandbox.gitlab import GitLabApi, GitLabStore, RawPathMiddleware, gitlab_routes
+
+
+@dataclass
+class Sandbox:
+    app: Any
+    control: Control
+    gitlab: GitLabStore
+
+
+def create_sandbox(
+    data_dir: str | Path | None, *, gitlab_token: str | None = None, auto_create: bool = True
+) -> Sandbox:
+    """Build the app. ``data_dir=None`` keeps state in memory (tests that need a blank slate)."""
+    if data_dir is None:
+        db: str | Path = ":memory:"
+    else:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        db = Path(data_dir) / "gitlab.sqlite3"
+    store = GitLabStore(db, auto_create=auto_create)
+    control = Control()
+    api = GitLabApi(store, token=gitlab_token)
+
+    def reset() -> None:
+        store.reset()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "stand_ins": ["gitlab"]})
+
+    routes = [
+        Route("/healthz", healthz),
+        *control_routes(control, reset),
+        *gitlab_routes(api),
+    ]
+    app = Starlette(routes=routes)
+    wrapped = ControlMiddleware(RawPathMiddleware(app), control)
+    return Sandbox(app=wrapped, control=control, gitlab=store)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ThreadedServer:
+    """A uvicorn server on 127.0.0.1 in a background thread (tests and benchmarks)."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
+            lifespan="off",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"sandbox did not start on port {self.port}")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def serve(data_dir: str | Path, port: int, *, gitlab_token: str | None = None) -> None:
+    """Run the sandbox in the foreground until interrupted (``tminus sandbox``)."""
+    sandbox = create_sandbox(data_dir, gitlab_token=gitlab_token)
+    uvicorn.run(sandbox.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")

@@ -1,0 +1,77 @@
+"""Every error tminus raises on purpose, in one tree.
+
+::
+
+    TminusError                      base; ``str()`` is the message a user sees
+    ├── InputError                   bad input, found before any side effect
+    │   ├── LaunchFileError          a launch file (or UI form) that does not validate
+    │   ├── PlaybookError            a playbook that does not validate
+    │   └── SettingsError            an environment variable or setting that does not validate
+    └── IntegrationError             an external system refused or failed (system, status, resource)
+        ├── TransientError           worth retrying: 429, 5xx, timeouts, connection errors
+        └── PermanentError           retrying will not help: 401, 403, 404, 422, ...
+
+Vendor exceptions are translated at the adapter boundary (``raise ... from exc``) so flows and
+tasks only ever see this tree; ``TransientError`` is what task retry conditions look for.
+"""
+
+from __future__ import annotations
+
+
+class TminusError(Exception):
+    """Base of every error tminus raises on purpose."""
+
+
+class InputError(TminusError):
+    """Input that cannot be used; raised before anything is written anywhere."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} is not valid:\n{lines}")
+
+
+class LaunchFileError(InputError):
+    """A launch request (file, form or webhook) that does not validate."""
+
+
+class PlaybookError(InputError):
+    """A playbook file that does not validate."""
+
+
+class SettingsError(InputError):
+    """Settings (environment variables) that do not validate."""
+
+
+class IntegrationError(TminusError):
+    """An external system failed or refused a request."""
+
+    def __init__(
+        self,
+        system: str,
+        message: str,
+        *,
+        status: int | None = None,
+        resource: str | None = None,
+    ) -> None:
+        self.system = system
+        self.status = status
+        self.resource = resource
+        self.message = message
+        where = f" {resource}" if resource else ""
+        code = f" ({status})" if status is not None else ""
+        super().__init__(f"{system}{where}{code}: {message}")
+
+
+class TransientError(IntegrationError):
+    """A failure that may pass: rate limits, server errors, timeouts, dropped connections."""
+
+
+class PermanentError(IntegrationError):
+    """A failure retrying will not fix: bad credentials, missing project, rejected data."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying (used as a Prefect ``retry_condition_fn``)."""
+    return isinstance(exc, TransientError)

@@ -1,0 +1,238 @@
+"""The planner: ``(request, playbook, today) -> Plan``. Pure: no I/O, no clock, no Prefect.
+
+Checks the request against the playbook first (optional activities, team roles), so a launch
+that cannot be planned fails before anything is written anywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from tminus.errors import LaunchFileError
+from tminus.plan import (
+    CalendarSpec,
+    CheckSpec,
+    IssueRole,
+    IssueSpec,
+    NotificationSpec,
+    Plan,
+    ref_placeholder,
+)
+from tminus.playbook import Activity, Frequency, Kind, Playbook, render, template_context
+from tminus.request import LaunchRequest
+
+LAUNCH_DAY = "launch-day"
+
+
+def check_request(request: LaunchRequest, playbook: Playbook, source: str = "launch request") -> None:
+    """Raise LaunchFileError when the request asks for what this playbook cannot give."""
+    problems: list[str] = []
+    tier = request.tier
+    sometimes = playbook.sometimes_keys(tier)
+    known = {a.key: a for a in playbook.activities}
+    for i, key in enumerate(request.optional_activities):
+        act = known.get(key)
+        if act is None:
+            problems.append(
+                f"optional_activities[{i}]: got {key!r}: no such activity in playbook "
+                f"{playbook.name!r}; optional for {tier.value}: {', '.join(sometimes) or 'none'}"
+            )
+        elif act.frequency(tier) is None:
+            allowed = ", ".join(t.value for t in act.tiers)
+            problems.append(
+                f"optional_activities[{i}]: got {key!r}: not available for {tier.value} "
+                f"(only {allowed}); remove it or change the tier"
+            )
+        elif act.frequency(tier) is Frequency.always:
+            problems.append(
+                f"optional_activities[{i}]: got {key!r}: already always part of {tier.value}; "
+                "remove it"
+            )
+    for role in request.team:
+        if role not in playbook.roles:
+            problems.append(
+                f"team.{role}: unknown role; roles in playbook {playbook.name!r}: "
+                f"{', '.join(playbook.roles)}"
+            )
+    if problems:
+        raise LaunchFileError(source, problems)
+
+
+def applies(activity: Activity, request: LaunchRequest) -> bool:
+    freq = activity.frequency(request.tier)
+    if freq is Frequency.always:
+        return True
+    return freq is Frequency.sometimes and activity.key in request.optional_activities
+
+
+def assignee_for(role: str, request: LaunchRequest) -> str | None:
+    """The person a role maps to; the PMM role defaults to the launch owner."""
+    if role in request.team:
+        return request.team[role]
+    return request.owner if role == "pmm" else None
+
+
+def _checklist(items: list[str]) -> str:
+    return "\n".join(f"- [ ] {item}" for item in items)
+
+
+def plan_launch(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
+    """Plan a launch. ``today`` is passed in so the same inputs always give the same plan."""
+    check_request(request, playbook)
+    slug = request.slug
+    base_ctx = template_context(request, playbook)
+    common_labels = [*playbook.labels, request.launch_label, request.tier_label]
+    warnings: list[str] = []
+
+    def due(lead: int) -> date:
+        return request.launch_date - timedelta(days=lead)
+
+    def overdue(day: date, what: str) -> bool:
+        if day < today:
+            warnings.append(f"{what} was due {day} ({(today - day).days} days ago)")
+            return True
+        return False
+
+    def labels(*groups: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+        out: dict[str, None] = {}
+        for group in (common_labels, *groups, request.labels):
+            for label in group:
+                out.setdefault(label, None)
+        return tuple(out)
+
+    issues: list[IssueSpec] = []
+    calendar: list[CalendarSpec] = [
+        CalendarSpec(
+            key=f"{slug}/calendar/{LAUNCH_DAY}",
+            activity_key=LAUNCH_DAY,
+            title=f"Launch day: {request.title} ({request.tier.value})",
+            description=f"{request.tier.value} launch of {request.title}, owned by {request.owner}.",
+            day=request.launch_date,
+        )
+    ]
+    checks: list[CheckSpec] = []
+    notification: NotificationSpec | None = None
+    checklist_lines: list[str] = []
+
+    for act in playbook.activities:
+        if not applies(act, request):
+            continue
+        day = due(act.lead_time_days)
+        owner = assignee_for(act.owner_role, request)
+        ctx = {**base_ctx, "activity": act, "due": day, "owner": owner or "unassigned"}
+        title = render(act.title, ctx)
+        late = overdue(day, f"{title} ({act.key})")
+        who = f"@{owner}" if owner else playbook.roles[act.owner_role]
+        if act.kind is Kind.issue:
+            key = f"{slug}/activity/{act.key}"
+            body = render(act.description, ctx)
+            items = [render(item, ctx) for item in act.checklist]
+            description = "\n\n".join(p for p in (body, _checklist(items)) if p)
+            issues.append(
+                IssueSpec(
+                    key=key,
+                    role=IssueRole.activity,
+                    title=f"{title}: {request.title}",
+                    description=description,
+                    labels=labels(["launch-issue::activity"], act.labels),
+                    due_date=day,
+                    assignee=owner,
+                    activity_key=act.key,
+                    overdue=late,
+                )
+            )
+            checklist_lines.append(f"**{title}** — {ref_placeholder(key)}, due {day}, {who}")
+        elif act.kind is Kind.calendar:
+            calendar.append(
+                CalendarSpec(
+                    key=f"{slug}/calendar/{act.key}",
+                    activity_key=act.key,
+                    title=f"{title}: {request.title}",
+                    description=render(act.description, ctx),
+                    day=day,
+                )
+            )
+            checklist_lines.append(f"**{title}** — on the launch calendar, {day}, {who}")
+        elif act.kind is Kind.page_check:
+            checks.append(
+                CheckSpec(
+                    key=f"{slug}/check/{act.key}",
+                    activity_key=act.key,
+                    title=title,
+                    due_date=day,
+                    overdue=late,
+                )
+            )
+            checklist_lines.append(f"**{title}** — checked by tminus, due {day}, {who}")
+        else:
+            notification = NotificationSpec(
+                key=f"{slug}/notify/{act.key}",
+                activity_key=act.key,
+                title=title,
+                due_date=day,
+                needs_approval=request.tier in playbook.approval_tiers,
+                overdue=late,
+            )
+            checklist_lines.append(f"**{title}** — sent by tminus, due {day}, {who}")
+
+    sister = playbook.sister_issue
+    sister_due = due(sister.lead_time_days)
+    questions = (
+        "### Engineering answers\n\n"
+        + _checklist(sister.engineering_questions)
+        + "\n\n### Product marketing answers\n\n"
+        + _checklist(sister.marketing_questions)
+    )
+    for feature in request.features:
+        ctx = {**base_ctx, "feature": feature}
+        title = render(sister.title, ctx)
+        key = f"{slug}/sister/{feature.slug}"
+        late = overdue(sister_due, f"{title} (sister issue)")
+        issues.append(
+            IssueSpec(
+                key=key,
+                role=IssueRole.sister,
+                title=title,
+                description=render(sister.description, {**ctx, "questions": questions}),
+                labels=labels(["launch-issue::sister"], sister.labels),
+                due_date=sister_due,
+                assignee=request.owner,
+                overdue=late,
+            )
+        )
+        checklist_lines.append(
+            f"**Sister issue: {feature.name}** — {ref_placeholder(key)}, due {sister_due}, "
+            f"@{request.owner}"
+        )
+
+    tracking_ctx = {
+        **base_ctx,
+        "features": request.features,
+        "checklist": _checklist(checklist_lines),
+        "release_checklist": _checklist(playbook.release_checklist),
+    }
+    tracking = IssueSpec(
+        key=f"{slug}/tracking",
+        role=IssueRole.tracking,
+        title=render(playbook.tracking_issue.title, tracking_ctx),
+        description=render(playbook.tracking_issue.description, tracking_ctx),
+        labels=labels(["launch-issue::tracking"]),
+        due_date=request.launch_date,
+        assignee=request.owner,
+        overdue=request.launch_date < today,
+    )
+    if request.launch_date < today:
+        warnings.insert(0, f"launch day {request.launch_date} is in the past")
+
+    return Plan(
+        request=request,
+        playbook=playbook.name,
+        today=today,
+        tracking=tracking,
+        issues=tuple(issues),
+        calendar=tuple(calendar),
+        checks=tuple(checks),
+        notification=notification,
+        warnings=tuple(warnings),
+    )
+
