@@ -87,8 +87,9 @@ def label_color(name: str) -> str:
 class GitLabTracker:
     """``IssueTracker`` on a real GitLab (or the stand-in), via python-gitlab."""
 
-    def __init__(self, client: gitlab.Gitlab) -> None:
+    def __init__(self, client: gitlab.Gitlab, concurrency: int = 4) -> None:
         self._gl = client
+        self._slots = threading.BoundedSemaphore(concurrency)
         self._users: dict[str, int | None] = {}
         self._project_ids: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -101,7 +102,8 @@ class GitLabTracker:
         return self._gl.projects.get(project, lazy=True)
 
     def _call(self, resource: str, fn: Callable[[], T]) -> T:
-        with translate(resource):
+        """Run one GitLab call (with its own retries) within the concurrency bound."""
+        with self._slots, translate(resource):
             return fn()
 
     def check_project(self, project: str) -> str:
@@ -137,20 +139,18 @@ class GitLabTracker:
         proj = self._project(project)
         found: dict[int, dict[str, Any]] = {}
         resource = f"issues of {project}"
-        by_label = self._call(
-            resource,
-            lambda: proj.issues.list(labels=[launch_label], state="all", iterator=True, per_page=100),
-        )
-        by_search = self._call(
-            resource,
-            lambda: proj.issues.list(
-                search=marker_prefix, state="all", iterator=True, per_page=100, **{"in": "description"}
-            ),
-        )
-        for listing in (by_label, by_search):
-            with translate(resource):
-                for issue in listing:
-                    found[int(issue.iid)] = issue.attributes
+        for query in (
+            {"labels": [launch_label]},
+            {"search": marker_prefix, "in": "description"},
+        ):
+            issues = self._call(
+                resource,
+                lambda q=query: list(  # type: ignore[misc]
+                    proj.issues.list(state="all", iterator=True, per_page=100, **q)
+                ),
+            )
+            for issue in issues:
+                found[int(issue.iid)] = issue.attributes
         states = []
         for attrs in sorted(found.values(), key=lambda a: int(a["iid"])):
             _, key, _ = split_description(str(attrs.get("description") or ""))
@@ -169,8 +169,12 @@ class GitLabTracker:
             if name in existing:
                 continue
             try:
-                with translate(f"label {name}"):
-                    proj.labels.create({"name": name, "color": label_color(name)})
+                self._call(
+                    f"label {name}",
+                    lambda n=name: proj.labels.create(  # type: ignore[misc]
+                        {"name": n, "color": label_color(n)}
+                    ),
+                )
             except PermanentError as exc:
                 if exc.status != 409:  # created meanwhile: fine
                     raise
@@ -225,11 +229,13 @@ class GitLabTracker:
         issue = self._project(project).issues.get(iid, lazy=True)
         pid = self._project_id(project)
         try:
-            with translate(f"link {project}#{iid} -> #{target_iid}"):
-                issue.links.create(
+            self._call(
+                f"link {project}#{iid} -> #{target_iid}",
+                lambda: issue.links.create(
                     {"target_project_id": pid, "target_issue_iid": target_iid},
                     retry_transient_errors=False,
-                )
+                ),
+            )
         except PermanentError as exc:
             if exc.status != 409:  # already linked
                 raise
@@ -254,4 +260,4 @@ def build_client(settings: Settings) -> gitlab.Gitlab:
 
 
 def build_tracker(settings: Settings) -> GitLabTracker:
-    return GitLabTracker(build_client(settings))
+    return GitLabTracker(build_client(settings), concurrency=settings.gitlab_concurrency)

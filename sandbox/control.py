@@ -79,8 +79,9 @@ class Control:
             return "after-write"
         return None
 
-    def record(self, method: str, path: str, query: str, status: int, fault: str | None,
-               ms: float) -> None:
+    def record(
+        self, method: str, path: str, query: str, status: int, fault: str | None, ms: float
+    ) -> None:
         if path.startswith("/_sandbox"):
             return
         with self._lock:
@@ -142,8 +143,9 @@ class ControlMiddleware:
             )
         else:
             await self.app(scope, receive, send_logged)
-        control.record(method, path, query, status_box["status"], fault,
-                       (time.perf_counter() - started) * 1000)
+        control.record(
+            method, path, query, status_box["status"], fault, (time.perf_counter() - started) * 1000
+        )
 
 
 def control_routes(control: Control, reset_data: Any) -> list[Any]:

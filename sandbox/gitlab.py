@@ -322,8 +322,13 @@ class GitLabApi:
         return self._paginate(
             request,
             [
-                {"id": r["id"], "name": r["name"], "color": r["color"],
-                 "description": r["description"], "is_project_label": True}
+                {
+                    "id": r["id"],
+                    "name": r["name"],
+                    "color": r["color"],
+                    "description": r["description"],
+                    "is_project_label": True,
+                }
                 for r in rows
             ],
         )
@@ -348,8 +353,12 @@ class GitLabApi:
                 (project["id"], name, color, body.get("description")),
             )
         return JSONResponse(
-            {"id": cur.lastrowid, "name": name, "color": color,
-             "description": body.get("description")},
+            {
+                "id": cur.lastrowid,
+                "name": name,
+                "color": color,
+                "description": body.get("description"),
+            },
             status_code=201,
         )
 
@@ -436,8 +445,18 @@ class GitLabApi:
                 "INSERT INTO issues (project_id, iid, title, description, state, labels, due_date, "
                 "assignee_ids, author_id, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, 'opened', ?, ?, ?, ?, ?, ?)",
-                (project["id"], iid, title, body.get("description") or "", json.dumps(labels), due,
-                 json.dumps(assignees), bot["id"] if bot else None, now, now),
+                (
+                    project["id"],
+                    iid,
+                    title,
+                    body.get("description") or "",
+                    json.dumps(labels),
+                    due,
+                    json.dumps(assignees),
+                    bot["id"] if bot else None,
+                    now,
+                    now,
+                ),
             )
         row = self.store.issue(project["id"], iid)
         return JSONResponse(self._issue_json(row, project, self._base(request)), status_code=201)
@@ -514,7 +533,8 @@ class GitLabApi:
         direction = "ASC" if request.query_params.get("sort") == "asc" else "DESC"
         with self.store.tx() as db:
             rows = db.execute(
-                f"SELECT * FROM notes WHERE project_id = ? AND issue_iid = ? ORDER BY id {direction}",
+                "SELECT * FROM notes WHERE project_id = ? AND issue_iid = ? "
+                f"ORDER BY id {direction}",
                 (project["id"], iid),
             ).fetchall()
         return self._paginate(request, [self._note_json(r, self._base(request)) for r in rows])
@@ -531,8 +551,8 @@ class GitLabApi:
         bot = self.store.user(BOT_USERNAME, create=True)
         with self.store.tx() as db:
             cur = db.execute(
-                "INSERT INTO notes (project_id, issue_iid, body, author_id, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO notes (project_id, issue_iid, body, author_id, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (project["id"], iid, text, bot["id"] if bot else None, now, now),
             )
             row = db.execute("SELECT * FROM notes WHERE id = ?", (cur.lastrowid,)).fetchone()
@@ -572,7 +592,8 @@ class GitLabApi:
         for r in rows:
             outward = r["project_id"] == project["id"] and r["source_iid"] == iid
             other_pid, other_iid = (
-                (r["target_project_id"], r["target_iid"]) if outward
+                (r["target_project_id"], r["target_iid"])
+                if outward
                 else (r["project_id"], r["source_iid"])
             )
             other_project = self.store.project(str(other_pid))
@@ -603,8 +624,16 @@ class GitLabApi:
                 "SELECT 1 FROM links WHERE (project_id = ? AND source_iid = ? AND "
                 "target_project_id = ? AND target_iid = ?) OR (project_id = ? AND source_iid = ? "
                 "AND target_project_id = ? AND target_iid = ?)",
-                (project["id"], iid, target_pid, target_iid, target_pid, target_iid,
-                 project["id"], iid),
+                (
+                    project["id"],
+                    iid,
+                    target_pid,
+                    target_iid,
+                    target_pid,
+                    target_iid,
+                    project["id"],
+                    iid,
+                ),
             ).fetchone()
             if dup:
                 raise ApiError(409, "Issue(s) already assigned")

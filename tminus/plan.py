@@ -123,8 +123,10 @@ def key_marker_prefix(slug: str) -> str:
 
 def key_marker(key: str) -> str:
     """The hidden line that ties an issue to its key; searched for in GitLab."""
-    return f"<!-- tminus:key={key} (managed by tminus: text above this line is rewritten on " \
+    return (
+        f"<!-- tminus:key={key} (managed by tminus: text above this line is rewritten on "
         "each run; write your own notes below it) -->"
+    )
 
 
 KEY_MARKER_PATTERN = re.compile(r"<!-- tminus:key=([a-z0-9/-]+)\b[^>]*-->")

@@ -24,7 +24,9 @@ from tminus.request import LaunchRequest
 LAUNCH_DAY = "launch-day"
 
 
-def check_request(request: LaunchRequest, playbook: Playbook, source: str = "launch request") -> None:
+def check_request(
+    request: LaunchRequest, playbook: Playbook, source: str = "launch request"
+) -> None:
     """Raise LaunchFileError when the request asks for what this playbook cannot give."""
     problems: list[str] = []
     tier = request.tier
@@ -106,7 +108,8 @@ def plan_launch(request: LaunchRequest, playbook: Playbook, today: date) -> Plan
             key=f"{slug}/calendar/{LAUNCH_DAY}",
             activity_key=LAUNCH_DAY,
             title=f"Launch day: {request.title} ({request.tier.value})",
-            description=f"{request.tier.value} launch of {request.title}, owned by {request.owner}.",
+            description=f"{request.tier.value} launch of {request.title}, "
+            f"owned by {request.owner}.",
             day=request.launch_date,
         )
     ]
@@ -235,4 +238,3 @@ def plan_launch(request: LaunchRequest, playbook: Playbook, today: date) -> Plan
         notification=notification,
         warnings=tuple(warnings),
     )
-

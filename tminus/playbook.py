@@ -114,7 +114,9 @@ class Playbook(BaseModel):
         seen: set[str] = set()
         for i, act in enumerate(self.activities):
             if act.key in seen:
-                raise ValueError(f"activities[{i}] ({act.key}): key is used twice; keys must be unique")
+                raise ValueError(
+                    f"activities[{i}] ({act.key}): key is used twice; keys must be unique"
+                )
             seen.add(act.key)
             if act.owner_role not in self.roles:
                 raise ValueError(
@@ -164,9 +166,7 @@ _SAMPLE = LaunchRequest(
 )
 
 
-def template_context(
-    request: LaunchRequest, playbook: Playbook, **extra: Any
-) -> dict[str, Any]:
+def template_context(request: LaunchRequest, playbook: Playbook, **extra: Any) -> dict[str, Any]:
     """The names every template can use; documented in the default playbook's header."""
     return {"launch": request, "tier": request.tier.value, "roles": playbook.roles, **extra}
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tminus.errors import SettingsError
@@ -39,14 +40,25 @@ class Settings(BaseSettings):
         default=None, description="GitLab access token with the `api` scope."
     )
     gitlab_timeout: float = Field(default=15.0, gt=0, le=300, description="Seconds per request.")
-    gitlab_max_retries: int = Field(
-        default=8, ge=0, le=20, description="Retries per request on 429, 5xx and connection errors."
-    )
     gitlab_concurrency: int = Field(
         default=4, ge=1, le=32, description="GitLab requests in flight at once, per launch run."
     )
-    prefect_port: int = Field(default=4280, ge=1024, le=65535, description="Embedded Prefect server.")
+    timezone: str = Field(
+        default="UTC", description="Time zone that decides what 'today' is (IANA name)."
+    )
+    prefect_port: int = Field(
+        default=4280, ge=1024, le=65535, description="Embedded Prefect server."
+    )
     sandbox_port: int = Field(default=4281, ge=1024, le=65535, description="Embedded stand-ins.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; use an IANA name such as Europe/Berlin") from None
+        return value
 
     @property
     def embedded(self) -> bool:

@@ -1,0 +1,146 @@
+"""The embedded default: a local Prefect server and the sandbox, as background processes.
+
+``tminus up`` starts what is not running yet (and reuses what is), ``tminus down`` stops them,
+``tminus status`` says what runs where. State, pid files and logs live under ``TMINUS_HOME``;
+the Prefect server gets its own ``PREFECT_HOME`` there, so it never shares (and locks) the
+SQLite database of another Prefect server on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tminus.settings import Settings
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    url: str
+    health: str
+    argv: list[str]
+    env: dict[str, str]
+
+
+def prefect_env(home: Path) -> dict[str, str]:
+    """Environment for every Prefect process of the embedded default."""
+    return {
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+    }
+
+
+def services(settings: Settings) -> list[Service]:
+    home = settings.home.resolve()
+    out = []
+    if "PREFECT_API_URL" not in os.environ:
+        out.append(
+            Service(
+                name="prefect",
+                url=settings.prefect_url,
+                health=f"{settings.prefect_url}/api/health",
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "prefect",
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(settings.prefect_port),
+                    "--analytics-off",
+                ],
+                env=prefect_env(home),
+            )
+        )
+    if settings.embedded:
+        out.append(
+            Service(
+                name="sandbox",
+                url=settings.sandbox_url,
+                health=f"{settings.sandbox_url}/healthz",
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "tminus.cli",
+                    "sandbox",
+                    "--port",
+                    str(settings.sandbox_port),
+                ],
+                env={"TMINUS_HOME": str(home)},
+            )
+        )
+    return out
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _pidfile(settings: Settings, name: str) -> Path:
+    return settings.home.resolve() / "run" / f"{name}.pid"
+
+
+def up(settings: Settings, timeout: float = 90) -> list[Service]:
+    """Start the services that are not answering yet; wait until all answer."""
+    home = settings.home.resolve()
+    (home / "run").mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    wanted = services(settings)
+    for svc in wanted:
+        if _healthy(svc.health):
+            continue
+        log = open(home / "logs" / f"{svc.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            svc.argv,
+            env={**os.environ, **svc.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives this command; `tminus down` stops it
+        )
+        _pidfile(settings, svc.name).write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    for svc in wanted:
+        while not _healthy(svc.health):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{svc.name} did not answer at {svc.health} within {timeout:.0f} s; "
+                    f"see {home / 'logs' / (svc.name + '.log')}"
+                )
+            time.sleep(0.3)
+    return wanted
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop the services `up` started (by pid file). Returns the names stopped."""
+    stopped = []
+    for name in ("sandbox", "prefect"):
+        pidfile = _pidfile(settings, name)
+        if not pidfile.exists():
+            continue
+        pid = int(pidfile.read_text().strip() or 0)
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            stopped.append(name)
+        except (ProcessLookupError, PermissionError):
+            pass
+        pidfile.unlink(missing_ok=True)
+    return stopped
+
+
+def status(settings: Settings) -> dict[str, tuple[str, bool]]:
+    return {svc.name: (svc.url, _healthy(svc.health)) for svc in services(settings)}

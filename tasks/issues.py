@@ -1,0 +1,207 @@
+"""Prefect tasks around the issue tracker: retries, run names, no caching, no business rules.
+
+Nothing here is cached by Prefect on purpose: idempotency comes from looking each issue up in
+GitLab by its key, so an issue someone deleted or edited is noticed on the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
+
+from tasks.retry import RETRY_OPTIONS
+from tminus.errors import PermanentError
+from tminus.plan import IssueSpec, Plan
+from tminus.reconcile import (
+    ActionResult,
+    IssueState,
+    IssueTracker,
+    Outcome,
+    diff_issue,
+    drop_write,
+    fill_refs,
+    new_issue,
+)
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        return get_run_logger()
+    except Exception:  # called with .fn() outside a run
+        return logging.getLogger("tminus")
+
+
+@task(name="check-gitlab", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def check_gitlab(tracker: IssueTracker, plan: Plan) -> dict[str, int]:
+    """Read-only pre-flight: the project exists and every person named is a GitLab user.
+
+    Returns username -> user id. Fails before anything is written.
+    """
+    request = plan.request
+    tracker.check_project(request.project)
+    people = {"owner": request.owner, **{f"team.{r}": u for r, u in request.team.items()}}
+    ids: dict[str, int] = {}
+    missing = []
+    for field, username in people.items():
+        uid = tracker.user_id(username)
+        if uid is None:
+            missing.append(f"{field}: GitLab has no user {username!r}")
+        else:
+            ids[username] = uid
+    if missing:
+        raise PermanentError(
+            "GitLab",
+            "; ".join(missing) + "; fix the username in the launch request",
+            status=404,
+            resource="users",
+        )
+    return ids
+
+
+@task(name="find-launch-issues", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def find_launch_issues(tracker: IssueTracker, plan: Plan) -> dict[str, IssueState]:
+    """Every issue GitLab has for this launch, by key (oldest wins if a key appears twice)."""
+    found: dict[str, IssueState] = {}
+    for state in tracker.find_issues(
+        plan.request.project, plan.request.launch_label, plan.launch_marker
+    ):
+        if state.key is None:
+            continue
+        if state.key in found:
+            _logger().warning(
+                "Issues %s and %s both carry key %s; keeping the older one",
+                found[state.key].web_url,
+                state.web_url,
+                state.key,
+            )
+            continue
+        found[state.key] = state
+    return found
+
+
+@task(name="ensure-labels", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def ensure_labels(tracker: IssueTracker, plan: Plan, dry_run: bool = False) -> ActionResult:
+    """Create the labels the launch uses that the project lacks."""
+    labels = plan.labels()
+    if dry_run:
+        return ActionResult(
+            f"{plan.request.slug}/labels",
+            "labels",
+            "Labels",
+            Outcome.unchanged,
+            detail=f"{len(labels)} labels (not checked in a dry run)",
+        )
+    created = tracker.ensure_labels(plan.request.project, labels)
+    return ActionResult(
+        key=f"{plan.request.slug}/labels",
+        kind="labels",
+        title="Labels",
+        outcome=Outcome.created if created else Outcome.unchanged,
+        detail=f"{len(created)} of {len(labels)} created"
+        if created
+        else f"all {len(labels)} present",
+    )
+
+
+@task(
+    name="ensure-issue", task_run_name="ensure {spec.key}", cache_policy=NO_CACHE, **RETRY_OPTIONS
+)
+def ensure_issue(
+    tracker: IssueTracker,
+    project: str,
+    spec: IssueSpec,
+    existing: IssueState | None,
+    assignee_id: int | None,
+    refs: dict[str, int],
+    launch_label: str,
+    marker_prefix: str,
+    dry_run: bool = False,
+) -> ActionResult:
+    """Find the issue by key; create it if missing, update the fields that drifted, or leave it."""
+    if task_run.get_run_count() > 1:
+        # A retry: an earlier attempt may have created or changed the issue before failing
+        # (a lost response). Look again in GitLab instead of trusting what we were given.
+        existing = next(
+            (
+                s
+                for s in tracker.find_issues(project, launch_label, marker_prefix)
+                if s.key == spec.key
+            ),
+            None,
+        )
+    managed = fill_refs(spec.description, refs)
+    result = ActionResult(
+        key=spec.key, kind=spec.role.value, title=spec.title, outcome=Outcome.unchanged
+    )
+    if existing is None:
+        result.outcome = Outcome.created
+        if not dry_run:
+            state = tracker.create_issue(
+                project, new_issue(spec, managed=managed, assignee_id=assignee_id), spec.labels
+            )
+            result.url, result.iid = state.web_url, state.iid
+        return result
+    result.url, result.iid = existing.web_url, existing.iid
+    write = diff_issue(spec, existing, managed=managed, assignee_id=assignee_id)
+    if write.is_empty():
+        return result
+    result.outcome = Outcome.updated
+    result.detail = "changed: " + ", ".join(write.changed_fields())
+    if not dry_run:
+        tracker.update_issue(project, existing.iid, write)
+    return result
+
+
+@task(
+    name="drop-issue", task_run_name="drop {existing.key}", cache_policy=NO_CACHE, **RETRY_OPTIONS
+)
+def drop_issue(
+    tracker: IssueTracker, project: str, existing: IssueState, reason: str, dry_run: bool = False
+) -> ActionResult:
+    """Close an issue whose activity no longer applies, saying why; never delete it."""
+    result = ActionResult(
+        key=existing.key or "",
+        kind="dropped",
+        title=existing.title,
+        outcome=Outcome.unchanged,
+        url=existing.web_url,
+        iid=existing.iid,
+    )
+    write = drop_write(existing)
+    if write is None:
+        result.detail = "already closed"
+        return result
+    result.outcome = Outcome.closed
+    result.detail = reason
+    if not dry_run:
+        # Note first: if closing fails after it, the retry closes; a note twice is the
+        # lesser harm than a closed issue with no explanation.
+        tracker.add_note(
+            project,
+            existing.iid,
+            f"tminus: {reason}. Closed; it reopens if the activity comes back.",
+        )
+        tracker.update_issue(project, existing.iid, write)
+    return result
+
+
+@task(name="ensure-links", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def ensure_links(
+    tracker: IssueTracker, project: str, tracking_iid: int, iids: list[int], dry_run: bool = False
+) -> ActionResult:
+    """Link every launch issue to the tracking issue (GitLab's related issues)."""
+    linked = tracker.linked_iids(project, tracking_iid)
+    missing = [iid for iid in iids if iid not in linked]
+    if not dry_run:
+        for iid in missing:
+            tracker.link_issues(project, tracking_iid, iid)
+    return ActionResult(
+        key=f"tracking#{tracking_iid}/links",
+        kind="links",
+        title="Links to the tracking issue",
+        outcome=Outcome.created if missing else Outcome.unchanged,
+        detail=f"{len(missing)} added" if missing else f"all {len(iids)} linked",
+    )

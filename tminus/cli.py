@@ -1,0 +1,254 @@
+"""The ``tminus`` command.
+
+Exit codes: 0 done · 1 the launch ran but some actions failed · 2 bad input (launch file,
+playbook, settings) · 3 an external system refused (GitLab, Prefect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tminus.errors import InputError, IntegrationError, TminusError
+from tminus.settings import Settings, load_settings
+
+EXIT_FAILED_ACTIONS = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTEGRATION = 3
+
+
+def _today(settings: Settings, given: str | None) -> date:
+    if given:
+        return date.fromisoformat(given)
+    return datetime.now(ZoneInfo(settings.timezone)).date()
+
+
+def _load(path: str, settings: Settings) -> tuple[Any, Any]:
+    """Validate the launch file against the schema and the playbook: no side effects."""
+    from tminus.planner import check_request
+    from tminus.playbook import load_playbook
+    from tminus.request import load_launch_file
+
+    request = load_launch_file(path)
+    playbook = load_playbook(settings.playbook)
+    check_request(request, playbook, source=path)
+    return request, playbook
+
+
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    from tminus.planner import plan_launch
+    from tminus.report import plan_json, plan_markdown
+
+    request, playbook = _load(args.file, settings)
+    plan = plan_launch(request, playbook, _today(settings, args.today))
+    if args.json:
+        print(json.dumps(plan_json(plan), indent=2))
+    else:
+        print(plan_markdown(plan))
+    return 0
+
+
+def _use_embedded_prefect(settings: Settings) -> None:
+    """Point this process's Prefect client at the embedded server (unless told otherwise)."""
+    if "PREFECT_API_URL" in os.environ:
+        return
+    from deployments.embedded import prefect_env
+
+    for key, value in prefect_env(settings.home.resolve()).items():
+        os.environ.setdefault(key, value)
+    os.environ["PREFECT_API_URL"] = f"{settings.prefect_url}/api"
+
+
+def _start_services(settings: Settings) -> None:
+    from deployments.embedded import up
+
+    needs = "the local Prefect server" + (" and the sandbox" if settings.embedded else "")
+    print(f"Starting {needs} (first start takes a few seconds) ...", file=sys.stderr)
+    up(settings)
+    _use_embedded_prefect(settings)
+
+
+def _ui_url() -> str:
+    return os.environ["PREFECT_API_URL"].removesuffix("/api").removesuffix("/")
+
+
+def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
+    from tminus.report import results_text
+
+    request, _ = _load(args.file, settings)  # before any side effect, even starting servers
+    _start_services(settings)
+    from flows.launch import LaunchIncomplete, launch
+    from tminus.reconcile import ActionResult, Outcome
+
+    state = launch(request=request, dry_run=args.dry_run, return_state=True)
+    run_id = state.state_details.flow_run_id
+    outcome = state.result(raise_on_failure=False)
+    run_url = f"{_ui_url()}/runs/flow-run/{run_id}"
+    summary: dict[str, Any] | None = None
+    code = 0
+    if isinstance(outcome, LaunchIncomplete):
+        summary, code = outcome.summary, EXIT_FAILED_ACTIONS
+    elif isinstance(outcome, InputError):
+        raise outcome
+    elif isinstance(outcome, BaseException):
+        print(f"tminus: launch {request.slug} failed: {outcome}", file=sys.stderr)
+        print(f"Run: {run_url}", file=sys.stderr)
+        return EXIT_INTEGRATION if isinstance(outcome, IntegrationError) else 1
+    else:
+        summary = outcome
+    assert summary is not None
+    results = [
+        ActionResult(
+            key=r["key"],
+            kind=r["kind"],
+            title=r["title"],
+            outcome=Outcome(r["outcome"]),
+            url=r["link"] or None,
+            detail=r["detail"],
+        )
+        for r in summary["results"]
+    ]
+    mode = "Dry run of" if args.dry_run else "Launch"
+    tally = ", ".join(f"{n} {k}" for k, n in summary["counts"].items() if n)
+    print(f"{mode} {request.slug} ({request.tier.value}, {request.launch_date}): {tally}")
+    for warning in summary["warnings"]:
+        print(f"  ⚠ {warning}")
+    print(results_text(results))
+    if summary["tracking_url"]:
+        print(f"\nTracking issue: {summary['tracking_url']}")
+    print(f"Prefect run:    {run_url}")
+    print(f"Prefect UI:     {_ui_url()}")
+    if "PREFECT_API_URL" in os.environ and settings.embedded:
+        print(f"Sandbox:        {settings.sandbox_url}/_sandbox/requests (request log)")
+    print("Local services keep running; `tminus down` stops them.")
+    return code
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from sandbox.app import serve
+
+    port = args.port or settings.sandbox_port
+    print(
+        f"tminus sandbox on http://127.0.0.1:{port} (GitLab API at /api/v4, control at "
+        "/_sandbox); Ctrl-C stops it",
+        file=sys.stderr,
+    )
+    serve(settings.home.resolve() / "sandbox", port)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    _start_services(settings)
+    return cmd_status(args, settings)
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    from deployments.embedded import down
+
+    stopped = down(settings)
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from deployments.embedded import status
+
+    for name, (url, ok) in status(settings).items():
+        print(f"{name:<8} {url:<28} {'up' if ok else 'down'}")
+    return 0
+
+
+def cmd_playbook(args: argparse.Namespace, settings: Settings) -> int:
+    from tminus.playbook import load_playbook
+    from tminus.request import Tier
+
+    playbook = load_playbook(args.file or settings.playbook)
+    print(f"Playbook {playbook.name!r}: {len(playbook.activities)} activities\n")
+    tiers = list(Tier)
+    print(
+        f"{'activity':<24} {'kind':<13} "
+        + " ".join(f"{t.value:<9}" for t in tiers)
+        + " lead  owner"
+    )
+    for act in playbook.activities:
+        cells = " ".join(
+            f"{(freq.value if (freq := act.tiers.get(t)) else '-'):<9}" for t in tiers
+        )
+        print(
+            f"{act.key:<24} {act.kind.value:<13} {cells} {act.lead_time_days:>4}  {act.owner_role}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tminus",
+        description="Turn a launch tier decision into GitLab issues, run as Prefect flows. "
+        "With no TMINUS_GITLAB_URL set, everything runs on local stand-ins.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "plan", help="print what a launch file would create (reads nothing, writes nothing)"
+    )
+    p.add_argument("file", help="launch file (YAML), e.g. examples/l1.yaml")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--today", metavar="YYYY-MM-DD", help="plan as if today were this day")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "launch",
+        help="run the launch flow for a launch file (starts the local "
+        "Prefect server and sandbox when needed)",
+    )
+    p.add_argument("file", help="launch file (YAML), e.g. examples/l1.yaml")
+    p.add_argument(
+        "--dry-run", action="store_true", help="only read GitLab; report what a real run would do"
+    )
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("sandbox", help="run the local stand-ins (GitLab API) in the foreground")
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default TMINUS_SANDBOX_PORT)")
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("up", help="start the local Prefect server and sandbox in the background")
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("down", help="stop what `tminus up` started")
+    p.set_defaults(func=cmd_down)
+    p = sub.add_parser("status", help="show the local services and whether they answer")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("playbook", help="show (and validate) a playbook's activity matrix")
+    p.add_argument(
+        "file", nargs="?", help="playbook YAML (default: TMINUS_PLAYBOOK or the packaged default)"
+    )
+    p.set_defaults(func=cmd_playbook)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return int(args.func(args, settings))
+    except InputError as exc:
+        print(f"tminus: {exc}", file=sys.stderr)
+        print("Nothing was created or changed.", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except IntegrationError as exc:
+        print(f"tminus: {exc}", file=sys.stderr)
+        return EXIT_INTEGRATION
+    except TminusError as exc:
+        print(f"tminus: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
