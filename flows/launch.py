@@ -60,7 +60,16 @@ def reconcile_issues(
     project = request.project
     user_ids = check_gitlab(tracker, plan)
     existing = find_launch_issues(tracker, plan)
-    results = [ensure_labels(tracker, plan, dry_run=dry_run)]
+    # Labels first, but a label failure is reported, not fatal: GitLab also creates the
+    # labels an issue names (without our colors).
+    results = [
+        _settled(
+            ensure_labels.submit(tracker, plan, dry_run),
+            f"{request.slug}/labels",
+            "labels",
+            "Labels",
+        )
+    ]
 
     def submit(spec: Any, refs: dict[str, int]) -> PrefectFuture[ActionResult]:
         return ensure_issue.submit(

@@ -1,9 +1,10 @@
 """GitLab, through python-gitlab: the only module that talks to GitLab.
 
-Resilience: python-gitlab itself retries 429 (honouring Retry-After) and, for reads and
-updates, 5xx and connection errors with backoff. Creates are *not* retried here: a create whose
-answer was lost may have happened, so the caller looks the issue up again by key before trying
-again (see ``tasks/issues.py``). Errors leave this module as ``TransientError`` or
+Resilience: python-gitlab itself retries 429 (honouring Retry-After) and, for reads, updates
+and creates GitLab refuses to repeat (labels, links: 409), 5xx and connection errors with
+backoff. Issue creates are different: one whose answer was lost (a 502 from a proxy, a
+timeout) may have happened, so before trying again this module looks the issue up by its key
+in GitLab (``create_issue``). Errors leave this module as ``TransientError`` or
 ``PermanentError`` carrying GitLab's own message.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -25,6 +27,7 @@ from tminus.reconcile import IssueState, IssueWrite, split_description
 from tminus.settings import Settings
 
 SYSTEM = "GitLab"
+CREATE_ATTEMPTS = 8
 T = TypeVar("T")
 
 _HINTS = {
@@ -87,8 +90,11 @@ def label_color(name: str) -> str:
 class GitLabTracker:
     """``IssueTracker`` on a real GitLab (or the stand-in), via python-gitlab."""
 
-    def __init__(self, client: gitlab.Gitlab, concurrency: int = 4) -> None:
+    def __init__(
+        self, client: gitlab.Gitlab, concurrency: int = 4, create_backoff: float = 0.1
+    ) -> None:
         self._gl = client
+        self._create_backoff = create_backoff
         self._slots = threading.BoundedSemaphore(concurrency)
         self._users: dict[str, int | None] = {}
         self._project_ids: dict[str, int] = {}
@@ -201,16 +207,41 @@ class GitLabTracker:
         return data
 
     def create_issue(self, project: str, write: IssueWrite, labels: tuple[str, ...]) -> IssueState:
+        """Create an issue at most once: after a failed attempt, look it up by key first."""
         data = self._payload(write)
         data.pop("add_labels", None)
         data["labels"] = list(labels)
+        key = split_description(write.description or "")[1]
         proj = self._project(project)
-        issue = self._call(
-            f"new issue in {project}",
-            # Not retried on 5xx here: the caller re-checks by key first (see module doc).
-            lambda: proj.issues.create(data, retry_transient_errors=False),
+        resource = f"new issue in {project}"
+        for attempt in range(CREATE_ATTEMPTS):
+            if attempt:
+                time.sleep(min(self._create_backoff * 2**attempt, 5.0))
+                found = key and self._find_key(project, key, labels)
+                if found:
+                    return found
+            try:
+                issue = self._call(
+                    resource, lambda: proj.issues.create(data, retry_transient_errors=False)
+                )
+                return _state(issue.attributes, key)
+            except TransientError:
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _find_key(self, project: str, key: str, labels: tuple[str, ...]) -> IssueState | None:
+        """The issue carrying ``key``, by its labels (consistent at once, unlike search)."""
+        proj = self._project(project)
+        query: dict[str, Any] = {"labels": list(labels)} if labels else {"search": key}
+        issues = self._call(
+            f"issues of {project}",
+            lambda: list(proj.issues.list(state="all", iterator=True, per_page=100, **query)),
         )
-        return _state(issue.attributes, split_description(write.description or "")[1])
+        for issue in issues:
+            if split_description(str(issue.attributes.get("description") or ""))[1] == key:
+                return _state(issue.attributes, key)
+        return None
 
     def update_issue(self, project: str, iid: int, write: IssueWrite) -> IssueState:
         proj = self._project(project)
@@ -231,9 +262,9 @@ class GitLabTracker:
         try:
             self._call(
                 f"link {project}#{iid} -> #{target_iid}",
+                # Safe to retry: a link that exists already answers 409.
                 lambda: issue.links.create(
-                    {"target_project_id": pid, "target_issue_iid": target_iid},
-                    retry_transient_errors=False,
+                    {"target_project_id": pid, "target_issue_iid": target_iid}
                 ),
             )
         except PermanentError as exc:
@@ -242,7 +273,19 @@ class GitLabTracker:
 
     def add_note(self, project: str, iid: int, body: str) -> None:
         issue = self._project(project).issues.get(iid, lazy=True)
-        self._call(f"note on {project}#{iid}", lambda: issue.notes.create({"body": body}))
+        self._call(
+            f"note on {project}#{iid}",
+            # Not retried on 5xx: a lost answer would post the note twice.
+            lambda: issue.notes.create({"body": body}, retry_transient_errors=False),
+        )
+
+    def has_note(self, project: str, iid: int, text: str) -> bool:
+        issue = self._project(project).issues.get(iid, lazy=True)
+        notes = self._call(
+            f"notes of {project}#{iid}",
+            lambda: list(issue.notes.list(iterator=True, per_page=100)),
+        )
+        return any(text in (note.body or "") for note in notes)
 
 
 def build_client(settings: Settings) -> gitlab.Gitlab:

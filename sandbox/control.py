@@ -2,9 +2,10 @@
 
 ``GET  /_sandbox/requests``        the request log: method, path, status (``?since=N`` pages on)
 ``DELETE /_sandbox/requests``      clear the log
-``GET|PUT /_sandbox/faults``       latency_ms, error_rate (5xx), rate_limit_rate (429 with
-                                   Retry-After), retry_after, after_write_error_rate (the write
-                                   happens, then a 5xx answer: a lost response), seed, prefix
+``GET|PUT /_sandbox/faults``       latency_ms; error_rate (answered error_status, default 502);
+                                   rate_limit_rate (429 with Retry-After: retry_after);
+                                   after_write_error_rate (the write happens, then a 502: a
+                                   lost response); seed; prefix and methods (what is faulted)
 ``POST /_sandbox/reset``           forget all data, the log and the faults
 
 Faults apply only to paths under ``prefix`` (default: every stand-in API, never ``/_sandbox``).
@@ -29,11 +30,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 class Faults(BaseModel):
     latency_ms: int = Field(default=0, ge=0, le=60_000)
     error_rate: float = Field(default=0.0, ge=0, le=1)
+    error_status: int = Field(default=502, ge=400, le=599)
     rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
     retry_after: int = Field(default=1, ge=0, le=3600)
     after_write_error_rate: float = Field(default=0.0, ge=0, le=1)
     seed: int | None = None
     prefix: str = "/"
+    methods: list[str] | None = None  # only these HTTP methods (default: all)
 
 
 @dataclass
@@ -66,6 +69,8 @@ class Control:
         """Decide this request's fault: '429', '5xx', 'after-write' or None."""
         f = self.faults
         if path.startswith("/_sandbox") or not path.startswith(f.prefix):
+            return None
+        if f.methods is not None and method not in f.methods:
             return None
         with self._lock:
             roll = self._rng.random()
@@ -129,9 +134,10 @@ class ControlMiddleware:
             )
             await response(scope, receive, send_logged)
         elif fault == "5xx":
-            await JSONResponse({"message": "502 Bad Gateway"}, status_code=502)(
-                scope, receive, send_logged
-            )
+            status = control.faults.error_status
+            await JSONResponse(
+                {"message": f"{status} injected by the sandbox"}, status_code=status
+            )(scope, receive, send_logged)
         elif fault == "after-write":
             # Run the request for real, swallow its answer, say 502: a lost response.
             async def swallow(message: Any) -> None:

@@ -1,7 +1,7 @@
 """A local stand-in for the subset of GitLab's REST API v4 that tminus uses.
 
 Projects (by id or URL-encoded path), users, labels, issues (search/in, labels, state, iids
-filters; offset pagination with Link and X-* headers), notes and issue links. State lives in
+filters; delete; offset pagination with Link and X-* headers), notes and issue links. State lives in
 SQLite, so it survives restarts. Shapes and error bodies follow GitLab's, close enough for
 python-gitlab: ``{"message": ...}`` for 401/403/404/409, ``{"error": ...}`` for 400.
 
@@ -511,6 +511,21 @@ class GitLabApi:
         row = self.store.issue(project["id"], iid)
         return JSONResponse(self._issue_json(row, project, self._base(request)))
 
+    async def delete_issue(self, request: Request) -> Response:
+        project = self.store.project(request.path_params["project"])
+        iid = int(request.path_params["iid"])
+        self.store.issue(project["id"], iid)
+        pid = project["id"]
+        with self.store.tx() as db:
+            db.execute("DELETE FROM issues WHERE project_id = ? AND iid = ?", (pid, iid))
+            db.execute("DELETE FROM notes WHERE project_id = ? AND issue_iid = ?", (pid, iid))
+            db.execute(
+                "DELETE FROM links WHERE (project_id = ? AND source_iid = ?) "
+                "OR (target_project_id = ? AND target_iid = ?)",
+                (pid, iid, pid, iid),
+            )
+        return Response(status_code=204)
+
     def _note_json(self, row: sqlite3.Row, base: str) -> dict[str, Any]:
         author = self.store.user_by_id(row["author_id"]) if row["author_id"] else None
         return {
@@ -684,6 +699,7 @@ def gitlab_routes(api: GitLabApi) -> list[Route]:
         (p + "/issues", api.create_issue, ["POST"]),
         (p + "/issues/{iid:int}", api.get_issue, ["GET"]),
         (p + "/issues/{iid:int}", api.update_issue, ["PUT"]),
+        (p + "/issues/{iid:int}", api.delete_issue, ["DELETE"]),
         (p + "/issues/{iid:int}/notes", api.list_notes, ["GET"]),
         (p + "/issues/{iid:int}/notes", api.create_note, ["POST"]),
         (p + "/issues/{iid:int}/notes/{note_id:int}", api.update_note, ["PUT"]),

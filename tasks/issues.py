@@ -122,8 +122,8 @@ def ensure_issue(
 ) -> ActionResult:
     """Find the issue by key; create it if missing, update the fields that drifted, or leave it."""
     if task_run.get_run_count() > 1:
-        # A retry: an earlier attempt may have created or changed the issue before failing
-        # (a lost response). Look again in GitLab instead of trusting what we were given.
+        # A retry: an earlier attempt may have created or changed the issue before failing.
+        # Look again in GitLab instead of trusting what we were given.
         existing = next(
             (
                 s
@@ -177,13 +177,11 @@ def drop_issue(
     result.outcome = Outcome.closed
     result.detail = reason
     if not dry_run:
-        # Note first: if closing fails after it, the retry closes; a note twice is the
-        # lesser harm than a closed issue with no explanation.
-        tracker.add_note(
-            project,
-            existing.iid,
-            f"tminus: {reason}. Closed; it reopens if the activity comes back.",
-        )
+        # Note first, so a closed issue always says why; a retry (the note may have been
+        # posted before the failure) checks GitLab before posting it again.
+        note = f"tminus: {reason}. Closed; it reopens if the activity comes back."
+        if task_run.get_run_count() <= 1 or not tracker.has_note(project, existing.iid, note):
+            tracker.add_note(project, existing.iid, note)
         tracker.update_issue(project, existing.iid, write)
     return result
 

@@ -176,9 +176,7 @@ def cmd_playbook(args: argparse.Namespace, settings: Settings) -> int:
         + " lead  owner"
     )
     for act in playbook.activities:
-        cells = " ".join(
-            f"{(freq.value if (freq := act.tiers.get(t)) else '-'):<9}" for t in tiers
-        )
+        cells = " ".join(f"{(freq.value if (freq := act.tiers.get(t)) else '-'):<9}" for t in tiers)
         print(
             f"{act.key:<24} {act.kind.value:<13} {cells} {act.lead_time_days:>4}  {act.owner_role}"
         )

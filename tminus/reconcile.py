@@ -113,6 +113,8 @@ class IssueTracker(Protocol):
 
     def add_note(self, project: str, iid: int, body: str) -> None: ...
 
+    def has_note(self, project: str, iid: int, text: str) -> bool: ...
+
 
 # --- description handling ----------------------------------------------------------------
 

@@ -1,0 +1,133 @@
+"""Shared fixtures: one sandbox server and one Prefect test server per session, real HTTP."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import gitlab
+import httpx
+import pytest
+
+from sandbox.app import Sandbox, ThreadedServer, create_sandbox
+from tminus.playbook import Playbook, load_playbook
+from tminus.request import LaunchRequest, load_launch_file
+from tminus.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+TODAY = date(2026, 11, 22)
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+class SandboxClient:
+    """The sandbox over HTTP, as tests and benchmarks see it."""
+
+    def __init__(self, url: str, sandbox: Sandbox) -> None:
+        self.url = url
+        self.sandbox = sandbox
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def reset(self) -> None:
+        self.http.post("/_sandbox/reset").raise_for_status()
+
+    def faults(self, **faults: Any) -> None:
+        self.http.put("/_sandbox/faults", json=faults).raise_for_status()
+
+    def requests(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.http.get("/_sandbox/requests").json()
+        return rows
+
+    def clear_log(self) -> None:
+        self.http.delete("/_sandbox/requests").raise_for_status()
+
+    def writes(self, prefix: str = "/api/v4") -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.requests()
+            if r["method"] in ("POST", "PUT", "PATCH", "DELETE") and r["path"].startswith(prefix)
+        ]
+
+    def gitlab(self) -> gitlab.Gitlab:
+        return gitlab.Gitlab(self.url, private_token="test", retry_transient_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxClient]:
+    sandbox = create_sandbox(None)
+    with ThreadedServer(sandbox.app) as server:
+        yield SandboxClient(server.url, sandbox)
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxClient) -> SandboxClient:
+    """The session's sandbox, emptied: no data, no log, no faults."""
+    sandbox_server.reset()
+    return sandbox_server
+
+
+@pytest.fixture
+def settings(sandbox: SandboxClient, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings pointing at the sandbox, also exported for flows that load their own."""
+    env = {
+        "TMINUS_GITLAB_URL": sandbox.url,
+        "TMINUS_GITLAB_TOKEN": "test-token",
+        "TMINUS_TIMEZONE": "UTC",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("TMINUS_PLAYBOOK", raising=False)
+    return load_settings(env)
+
+
+@pytest.fixture(scope="session")
+def playbook() -> Playbook:
+    return load_playbook()
+
+
+@pytest.fixture
+def l1() -> LaunchRequest:
+    return load_launch_file(EXAMPLES / "l1.yaml")
+
+
+@pytest.fixture
+def l2() -> LaunchRequest:
+    return load_launch_file(EXAMPLES / "l2.yaml")
+
+
+@pytest.fixture
+def l3() -> LaunchRequest:
+    return load_launch_file(EXAMPLES / "l3.yaml")
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """One Prefect test server for the whole session, heartbeats off (0.2 s per flow call)."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    with (
+        prefect_test_harness(server_startup_timeout=60),
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+    ):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Task retries without the production back-off delays (1, 2, 4, 8 s)."""
+    import tasks.issues as issue_tasks
+
+    for name in dir(issue_tasks):
+        obj = getattr(issue_tasks, name)
+        if hasattr(obj, "retry_delay_seconds") and hasattr(obj, "fn"):
+            monkeypatch.setattr(obj, "retry_delay_seconds", [0.0] * 4)
+            monkeypatch.setattr(obj, "retry_jitter_factor", None)

@@ -1,0 +1,292 @@
+"""The launch flow, run for real on a Prefect test server against the GitLab stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from flows.launch import LaunchIncomplete, launch
+from tminus.plan import KEY_MARKER_PATTERN
+from tminus.request import LaunchRequest, Tier
+from tminus.settings import Settings
+
+from .conftest import ROOT, SandboxClient
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+PROJECT = "marketing/launches"
+
+
+def snapshot(sandbox: SandboxClient) -> dict[str, Any]:
+    """Everything a launch leaves in GitLab, keyed so two runs can be compared."""
+    project = sandbox.gitlab().projects.get(PROJECT)
+    issues = {}
+    listing = project.issues.list(get_all=True, state="all")
+    keys = {
+        i.iid: m.group(1) for i in listing if (m := KEY_MARKER_PATTERN.search(i.description or ""))
+    }
+    for issue in listing:
+        match = KEY_MARKER_PATTERN.search(issue.description or "")
+        key = match.group(1) if match else f"unkeyed-{issue.iid}"
+        assert key not in issues, f"duplicate issue for {key}"
+        issues[key] = {
+            "title": issue.title,
+            "labels": sorted(issue.labels),
+            "due": issue.due_date,
+            "state": issue.state,
+            "assignees": sorted(a["username"] for a in issue.assignees),
+            "links": sorted(
+                KEY_MARKER_PATTERN.search(link.description).group(1)  # type: ignore[union-attr]
+                for link in issue.links.list(get_all=True)
+            ),
+            # iids depend on creation order; compare references by key
+            "description": re.sub(
+                r"#(\d+)",
+                lambda m: f"#{keys.get(int(m.group(1)), m.group(1))}",
+                KEY_MARKER_PATTERN.sub("", issue.description),
+            ),
+        }
+    return issues
+
+
+def run(request: LaunchRequest, **kw: Any) -> dict[str, Any]:
+    result: dict[str, Any] = launch(request=request, **kw)
+    return result
+
+
+def test_first_run_creates_everything_second_run_writes_nothing(
+    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest
+) -> None:
+    first = run(l1)
+    assert first["counts"]["failed"] == 0
+    assert first["counts"]["created"] == 18  # labels + 13 activities + 2 sister + tracking + links
+    state = snapshot(sandbox)
+    assert len(state) == 16
+    tracking = state["code-review-agent/tracking"]
+    assert len(tracking["links"]) == 15
+    assert "- [ ] **Launch blog post** — #" in tracking["description"]
+    assert "(issue not created yet)" not in tracking["description"]
+    assert state["code-review-agent/activity/docs-update"]["assignees"] == ["dana.docs"]
+    assert first["tracking_url"].endswith("/-/issues/16")
+
+    sandbox.clear_log()
+    second = run(l1)
+    assert sandbox.writes() == []
+    assert second["counts"]["unchanged"] == 18
+    assert snapshot(sandbox) == state
+
+
+def test_thirty_percent_faults_leave_the_same_issues(
+    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest, fast_retries: None
+) -> None:
+    run(l1)
+    clean = snapshot(sandbox)
+    sandbox.reset()
+    sandbox.faults(
+        error_rate=0.15, rate_limit_rate=0.1, after_write_error_rate=0.05, retry_after=0, seed=42
+    )
+    result = run(l1)
+    requests = sandbox.requests()
+    sandbox.faults()
+    faulted = [r for r in requests if r["fault"]]
+    assert len(faulted) / len(requests) >= 0.2, "the fault injection did not bite"
+    assert {r["fault"] for r in faulted} == {"429", "5xx", "after-write"}
+    assert result["counts"]["failed"] == 0
+    assert snapshot(sandbox) == clean
+
+
+def test_people_edits_survive_a_rerun(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    run(l2)
+    project = sandbox.gitlab().projects.get(PROJECT)
+    tracking = next(i for i in project.issues.list(get_all=True) if "tracking" in str(i.labels))
+    ticked = tracking.description.replace(
+        "- [ ] **Launch blog post**", "- [x] **Launch blog post**"
+    )
+    project.issues.update(tracking.iid, {"description": ticked + "\n\nPMM notes: on track"})
+    moved = l2.model_copy(update={"launch_date": l2.launch_date + timedelta(days=7)})
+    result = run(moved)
+    assert result["counts"]["updated"] >= 1
+    after = project.issues.get(tracking.iid).description
+    assert "- [x] **Launch blog post**" in after
+    assert after.endswith("PMM notes: on track")
+
+
+def test_moved_date_updates_due_dates_without_creating(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    run(l2)
+    before = snapshot(sandbox)
+    sandbox.clear_log()
+    moved = l2.model_copy(update={"launch_date": l2.launch_date + timedelta(days=7)})
+    result = run(moved)
+    assert result["counts"]["created"] == 0
+    assert not [w for w in sandbox.writes() if w["method"] == "POST"]
+    after = snapshot(sandbox)
+    assert before.keys() == after.keys()
+    for key in before:
+        old, new = before[key]["due"], after[key]["due"]
+        assert str(moved.launch_date - l2.launch_date + _d(old)) == new
+
+
+def _d(text: str) -> Any:
+    from datetime import date
+
+    return date.fromisoformat(text)
+
+
+def test_tier_drop_closes_what_no_longer_applies_and_back_reopens(
+    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest
+) -> None:
+    run(l1)
+    l3 = l1.model_copy(update={"tier": Tier.L3})
+    result = run(l3)
+    closed = [r for r in result["results"] if r["outcome"] == "closed"]
+    state = snapshot(sandbox)
+    l3_only = {k for k, v in state.items() if v["state"] == "opened"}
+    assert len(closed) == len(state) - len(l3_only) == 9
+    assert all("launch-tier::L3" in state[k]["labels"] for k in l3_only)
+    livestream = state["code-review-agent/activity/livestream"]
+    assert livestream["state"] == "closed" and "launch-status::dropped" in livestream["labels"]
+    project = sandbox.gitlab().projects.get(PROJECT)
+    iid = next(
+        i.iid
+        for i in project.issues.list(get_all=True, search="livestream", state="all")
+        if i.title.startswith("Livestream")
+    )
+    notes = project.issues.get(iid).notes.list(get_all=True)
+    assert len(notes) == 1 and "not part of the L3 launch" in notes[0].body
+
+    sandbox.clear_log()
+    run(l3)  # dropping is done once
+    assert sandbox.writes() == []
+
+    run(l1)
+    state = snapshot(sandbox)
+    assert all(v["state"] == "opened" for v in state.values())
+    assert all("launch-status::dropped" not in v["labels"] for v in state.values())
+
+
+def test_closed_issue_stays_closed(
+    sandbox: SandboxClient, settings: Settings, l3: LaunchRequest
+) -> None:
+    run(l3)
+    project = sandbox.gitlab().projects.get(PROJECT)
+    project.issues.update(1, {"state_event": "close"})
+    sandbox.clear_log()
+    run(l3)
+    assert sandbox.writes() == []
+
+
+def test_deleted_issue_is_recreated(
+    sandbox: SandboxClient, settings: Settings, l3: LaunchRequest
+) -> None:
+    """Idempotency is checked against GitLab, not a cache: a lost issue comes back."""
+    run(l3)
+    sandbox.gitlab().projects.get(PROJECT).issues.delete(1)
+    result = run(l3)
+    by_outcome = {
+        (r["outcome"], r["kind"]) for r in result["results"] if r["outcome"] != "unchanged"
+    }
+    # the issue comes back, the tracking issue's reference to it changes, it is linked again
+    assert by_outcome == {("created", "activity"), ("updated", "tracking"), ("created", "links")}
+    state = snapshot(sandbox)
+    assert len(state) == 6 and len(state["dark-mode-beta/tracking"]["links"]) == 5
+
+
+def test_dry_run_writes_nothing(
+    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest
+) -> None:
+    result = run(l1, dry_run=True)
+    assert sandbox.writes() == []
+    assert result["counts"]["created"] == 16  # every issue would be created
+    run(l1)
+    moved = l1.model_copy(update={"launch_date": l1.launch_date + timedelta(days=1)})
+    sandbox.clear_log()
+    result = run(moved, dry_run=True)
+    assert sandbox.writes() == []
+    assert result["counts"]["updated"] == 16
+
+
+def test_unknown_user_fails_before_any_write(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    store = sandbox.sandbox.gitlab
+    store.project(PROJECT)  # the project and the owner exist; team.docs does not
+    store.user("priya.pmm", create=True)
+    store.auto_create = False
+    try:
+        with pytest.raises(Exception, match=r"team.docs: GitLab has no user 'dana.docs'"):
+            run(l2)
+    finally:
+        store.auto_create = True
+    assert sandbox.writes() == []
+
+
+def test_permanent_failure_of_one_issue_fails_the_run_but_not_the_rest(
+    sandbox: SandboxClient, settings: Settings, l3: LaunchRequest
+) -> None:
+    run(l3)
+    sandbox.clear_log()
+    # GitLab now refuses every new issue (422); updates still work.
+    sandbox.faults(
+        error_rate=1.0,
+        error_status=422,
+        methods=["POST"],
+        prefix="/api/v4/projects/marketing%2Flaunches/issues",
+    )
+    changed = l3.model_copy(
+        update={
+            "optional_activities": ["customer-comms"],
+            "launch_date": l3.launch_date + timedelta(days=2),
+        }
+    )
+    with pytest.raises(LaunchIncomplete) as err:
+        run(changed)
+    summary = err.value.summary
+    failed = [r for r in summary["results"] if r["outcome"] == "failed"]
+    assert len(failed) == 1
+    assert failed[0]["key"] == "dark-mode-beta/activity/customer-comms"
+    assert "(422)" in failed[0]["detail"]
+    assert summary["counts"]["updated"] == 6  # the others moved with the date
+    posts = [r for r in sandbox.requests() if r["method"] == "POST" and r["fault"]]
+    assert len(posts) == 1  # permanent: not retried
+    tracking = snapshot(sandbox)["dark-mode-beta/tracking"]["description"]
+    assert "**Customer comms and announcement email** — (issue not created yet)" in tracking
+
+
+@pytest.mark.e2e
+def test_deployment_run_with_json_parameters(
+    sandbox: SandboxClient, settings: Settings, l3: LaunchRequest, prefect_server: str
+) -> None:
+    """Run as the UI, a trigger or a schedule does: a deployment, JSON parameters, a new
+    process that loads the flow from its entrypoint."""
+    from prefect.deployments import run_deployment
+
+    deployment_id = launch.to_deployment(name="test-launch").apply()
+    params = {"request": json.loads(l3.model_dump_json())}
+    flow_run = run_deployment(name="launch/test-launch", parameters=params, timeout=0)
+    assert flow_run.deployment_id == deployment_id
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefect.engine", str(flow_run.id)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        final = client.read_flow_run(flow_run.id)
+    assert final.state is not None and final.state.is_completed(), proc.stderr[-3000:]
+    assert len(snapshot(sandbox)) == 6

@@ -1,0 +1,204 @@
+"""The planner, exhaustively: every tier, every combination of optional activities."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, timedelta
+
+import pytest
+
+from tminus.errors import LaunchFileError
+from tminus.plan import REF_PATTERN, IssueRole
+from tminus.planner import plan_launch
+from tminus.playbook import Frequency, Kind, Playbook
+from tminus.request import LaunchRequest, Tier
+
+from .conftest import TODAY
+
+
+def combos(playbook: Playbook, tier: Tier) -> list[tuple[str, ...]]:
+    keys = playbook.sometimes_keys(tier)
+    return [c for n in range(len(keys) + 1) for c in itertools.combinations(keys, n)]
+
+
+def all_cases(playbook: Playbook) -> list[tuple[Tier, tuple[str, ...]]]:
+    return [(tier, combo) for tier in Tier for combo in combos(playbook, tier)]
+
+
+def test_every_tier_and_option_combination(playbook: Playbook, l2: LaunchRequest) -> None:
+    cases = all_cases(playbook)
+    assert len(cases) > 10  # the default playbook has options for L2 and L3
+    for tier, combo in cases:
+        request = l2.model_copy(update={"tier": tier, "optional_activities": list(combo)})
+        plan = plan_launch(request, playbook, TODAY)
+        wanted = {
+            a.key
+            for a in playbook.activities
+            if a.tiers.get(tier) is Frequency.always or a.key in combo
+        }
+        planned_issue_acts = {s.activity_key for s in plan.issues if s.role is IssueRole.activity}
+        assert planned_issue_acts == {
+            a.key for a in playbook.activities if a.key in wanted and a.kind is Kind.issue
+        }, (tier, combo)
+        assert {c.activity_key for c in plan.calendar} == {"launch-day"} | {
+            a.key for a in playbook.activities if a.key in wanted and a.kind is Kind.calendar
+        }
+        assert {c.activity_key for c in plan.checks} == {
+            a.key for a in playbook.activities if a.key in wanted and a.kind is Kind.page_check
+        }
+        has_note = any(a.kind is Kind.notification for a in playbook.activities if a.key in wanted)
+        assert (plan.notification is not None) == has_note
+        # keys are unique and all start with the launch slug
+        keys = [s.key for s in plan.all_issues] + [c.key for c in plan.calendar]
+        assert len(keys) == len(set(keys))
+        assert all(k.startswith(f"{request.slug}/") for k in keys)
+        # every issue carries the tier and launch labels
+        for spec in plan.all_issues:
+            assert f"launch-tier::{tier.value}" in spec.labels
+            assert f"launch::{request.slug}" in spec.labels
+        # the tracking checklist references every other issue and lists every activity
+        refs = set(REF_PATTERN.findall(plan.tracking.description))
+        assert refs == {s.key for s in plan.issues}
+        for key in wanted:
+            title = playbook.activity(key).title
+            assert f"**{title}**" in plan.tracking.description
+
+
+def test_l1_example_has_tracking_activity_and_sister_issues(
+    playbook: Playbook, l1: LaunchRequest
+) -> None:
+    plan = plan_launch(l1, playbook, TODAY)
+    l1_issue_acts = [a for a in playbook.activities if Tier.L1 in a.tiers and a.kind is Kind.issue]
+    activity = [s for s in plan.issues if s.role is IssueRole.activity]
+    sister = [s for s in plan.issues if s.role is IssueRole.sister]
+    assert len(activity) == len(l1_issue_acts) == 13
+    assert [s.key for s in sister] == [
+        "code-review-agent/sister/code-review-agent",
+        "code-review-agent/sister/review-policies",
+    ]
+    assert plan.tracking.due_date == l1.launch_date
+    assert all(s.due_date is not None for s in plan.all_issues)
+    assert plan.warnings == ()
+
+
+def test_due_dates_count_back_from_launch_day(playbook: Playbook, l1: LaunchRequest) -> None:
+    plan = plan_launch(l1, playbook, TODAY)
+    for spec in plan.issues:
+        if spec.role is IssueRole.activity:
+            lead = playbook.activity(spec.activity_key or "").lead_time_days
+            assert spec.due_date == l1.launch_date - timedelta(days=lead)
+        else:
+            assert spec.due_date == l1.launch_date - timedelta(
+                days=playbook.sister_issue.lead_time_days
+            )
+
+
+def test_moved_launch_date_moves_dates_and_keeps_keys(
+    playbook: Playbook, l1: LaunchRequest
+) -> None:
+    before = plan_launch(l1, playbook, TODAY)
+    moved = l1.model_copy(update={"launch_date": l1.launch_date + timedelta(days=7)})
+    after = plan_launch(moved, playbook, TODAY)
+    assert [s.key for s in before.all_issues] == [s.key for s in after.all_issues]
+    for old, new in zip(before.all_issues, after.all_issues, strict=True):
+        assert new.due_date == old.due_date + timedelta(days=7)  # type: ignore[operator]
+    assert [c.day + timedelta(days=0) for c in after.calendar] == [
+        c.day + timedelta(days=7) for c in before.calendar
+    ]
+
+
+def test_past_due_activities_are_flagged_not_dropped(playbook: Playbook, l1: LaunchRequest) -> None:
+    # 30 days before launch: everything with a lead time over 30 days is already late.
+    today = l1.launch_date - timedelta(days=30)
+    plan = plan_launch(l1, playbook, today)
+    on_time = plan_launch(l1, playbook, TODAY)
+    assert [s.key for s in plan.all_issues] == [s.key for s in on_time.all_issues]
+    late = {s.activity_key for s in plan.issues if s.overdue and s.activity_key}
+    expected = {
+        a.key
+        for a in playbook.activities
+        if a.kind is Kind.issue and Tier.L1 in a.tiers and a.lead_time_days > 30
+    }
+    assert late == expected == {"sales-enablement", "livestream", "press-outreach"}
+    assert all(s.overdue for s in plan.issues if s.role is IssueRole.sister)  # 35 > 30
+    assert not plan.tracking.overdue
+    assert len(plan.warnings) == len(expected) + 2  # + two sister issues
+    assert all("days ago" in w for w in plan.warnings)
+
+
+def test_due_today_is_not_overdue(playbook: Playbook, l3: LaunchRequest) -> None:
+    plan = plan_launch(l3, playbook, l3.launch_date)
+    social = next(s for s in plan.issues if s.activity_key == "social-promotion")
+    assert social.due_date == l3.launch_date and not social.overdue
+
+
+def test_launch_in_the_past_warns(playbook: Playbook, l3: LaunchRequest) -> None:
+    plan = plan_launch(l3, playbook, l3.launch_date + timedelta(days=1))
+    assert plan.tracking.overdue
+    assert plan.warnings[0] == f"launch day {l3.launch_date} is in the past"
+
+
+def test_same_inputs_same_plan(playbook: Playbook, l1: LaunchRequest) -> None:
+    assert plan_launch(l1, playbook, TODAY) == plan_launch(l1, playbook, TODAY)
+
+
+def test_tier_change_keeps_shared_keys(playbook: Playbook, l1: LaunchRequest) -> None:
+    l1_plan = plan_launch(l1, playbook, TODAY)
+    l3_plan = plan_launch(l1.model_copy(update={"tier": Tier.L3}), playbook, TODAY)
+    l3_keys = {s.key for s in l3_plan.all_issues}
+    assert l3_keys < {s.key for s in l1_plan.all_issues}
+
+
+def test_assignees_follow_the_team_and_default_pmm_to_owner(
+    playbook: Playbook, l1: LaunchRequest
+) -> None:
+    plan = plan_launch(l1, playbook, TODAY)
+    by_act = {s.activity_key: s.assignee for s in plan.issues if s.activity_key}
+    assert by_act["docs-update"] == "dana.docs"
+    assert by_act["blog-post"] == "priya.pmm"  # pmm role -> owner
+    assert by_act["legal-review"] is None  # legal not in team
+    assert plan.tracking.assignee == "priya.pmm"
+
+
+def test_extra_labels_reach_every_issue(playbook: Playbook, l1: LaunchRequest) -> None:
+    plan = plan_launch(l1, playbook, TODAY)
+    assert all("ai" in s.labels for s in plan.all_issues)
+    assert len(plan.labels()) == len(set(plan.labels()))
+
+
+@pytest.mark.parametrize(
+    "tier,options,problem",
+    [
+        (Tier.L3, ["livestream"], "not available for L3 (only L1)"),
+        (Tier.L1, ["launch-video"], "already always part of L1"),
+        (Tier.L2, ["no-such-thing"], "no such activity"),
+    ],
+)
+def test_impossible_options_fail_before_planning(
+    playbook: Playbook, l2: LaunchRequest, tier: Tier, options: list[str], problem: str
+) -> None:
+    request = l2.model_copy(update={"tier": tier, "optional_activities": options})
+    with pytest.raises(LaunchFileError) as err:
+        plan_launch(request, playbook, TODAY)
+    (line,) = err.value.problems
+    assert line.startswith("optional_activities[0]: got ")
+    assert problem in line
+
+
+def test_unknown_team_role_is_named(playbook: Playbook, l2: LaunchRequest) -> None:
+    request = l2.model_copy(update={"team": {"wizards": "merlin"}})
+    with pytest.raises(LaunchFileError, match=r"team.wizards: unknown role; roles in playbook"):
+        plan_launch(request, playbook, TODAY)
+
+
+def test_approval_follows_playbook_tiers(playbook: Playbook, l1: LaunchRequest) -> None:
+    assert plan_launch(l1, playbook, TODAY).notification.needs_approval  # type: ignore[union-attr]
+    l2 = l1.model_copy(update={"tier": Tier.L2})
+    assert not plan_launch(l2, playbook, TODAY).notification.needs_approval  # type: ignore[union-attr]
+    relaxed = playbook.model_copy(update={"approval_tiers": []})
+    assert not plan_launch(l1, relaxed, TODAY).notification.needs_approval  # type: ignore[union-attr]
+
+
+def test_planner_reads_no_clock(playbook: Playbook, l1: LaunchRequest) -> None:
+    far = plan_launch(l1, playbook, date(2000, 1, 1))
+    assert far.today == date(2000, 1, 1) and far.warnings == ()

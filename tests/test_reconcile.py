@@ -1,0 +1,128 @@
+"""The pure diff: what to change in an existing issue, and what to leave to people."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from tminus.plan import IssueRole, IssueSpec
+from tminus.reconcile import (
+    DROPPED_LABEL,
+    IssueState,
+    carry_ticks,
+    compose_description,
+    diff_issue,
+    drop_write,
+    fill_refs,
+    split_description,
+)
+
+SPEC = IssueSpec(
+    key="demo/activity/blog-post",
+    role=IssueRole.activity,
+    title="Launch blog post: Demo",
+    description="Write it.\n\n- [ ] Outline — due 2027-01-01\n- [ ] Draft",
+    labels=("launch", "launch::demo", "launch-tier::L2"),
+    due_date=date(2027, 1, 1),
+    assignee="ada",
+    activity_key="blog-post",
+)
+
+
+def state(**changes) -> IssueState:
+    base = IssueState(
+        iid=7,
+        web_url="http://x/-/issues/7",
+        title=SPEC.title,
+        description=compose_description(SPEC.description, SPEC.key),
+        labels=SPEC.labels,
+        due_date=SPEC.due_date,
+        assignee_ids=(3,),
+        state="opened",
+        key=SPEC.key,
+    )
+    return IssueState(**{**base.__dict__, **changes})
+
+
+def test_equal_issue_needs_no_write() -> None:
+    write = diff_issue(SPEC, state(), managed=SPEC.description, assignee_id=3)
+    assert write.is_empty()
+
+
+def test_only_drifted_fields_are_written() -> None:
+    write = diff_issue(
+        SPEC,
+        state(title="Old", due_date=date(2026, 12, 1)),
+        managed=SPEC.description,
+        assignee_id=3,
+    )
+    assert write.title == SPEC.title
+    assert write.due_date == SPEC.due_date
+    assert write.description is None and write.assignee_ids is None
+    assert write.changed_fields() == ["title", "due_date"]
+
+
+def test_people_ticks_and_notes_survive_a_rewrite() -> None:
+    people = compose_description(
+        "Old text.\n\n- [x] Outline — due 2026-12-01\n- [ ] Draft", SPEC.key, "\n\nMy notes"
+    )
+    write = diff_issue(SPEC, state(description=people), managed=SPEC.description, assignee_id=3)
+    assert write.description is not None
+    managed, key, tail = split_description(write.description)
+    assert key == SPEC.key
+    assert "- [x] Outline — due 2027-01-01" in managed  # ticked, with the new date
+    assert "- [ ] Draft" in managed
+    assert tail == "\n\nMy notes"
+
+
+def test_ticks_alone_are_not_drift() -> None:
+    ticked = compose_description(SPEC.description.replace("[ ] Draft", "[x] Draft"), SPEC.key)
+    assert diff_issue(
+        SPEC, state(description=ticked), managed=SPEC.description, assignee_id=3
+    ).is_empty()
+
+
+def test_managed_labels_are_replaced_others_kept() -> None:
+    labels = ("launch", "launch::demo", "launch-tier::L1", "customer-request")
+    write = diff_issue(SPEC, state(labels=labels), managed=SPEC.description, assignee_id=3)
+    assert write.add_labels == ("launch-tier::L2",)
+    assert write.remove_labels == ("launch-tier::L1",)
+
+
+def test_a_person_reassigning_is_not_drift_but_an_empty_assignee_is_filled() -> None:
+    assert diff_issue(
+        SPEC, state(assignee_ids=(99,)), managed=SPEC.description, assignee_id=3
+    ).is_empty()
+    write = diff_issue(SPEC, state(assignee_ids=()), managed=SPEC.description, assignee_id=3)
+    assert write.assignee_ids == (3,)
+
+
+def test_closed_means_done_unless_tminus_dropped_it() -> None:
+    assert diff_issue(
+        SPEC, state(state="closed"), managed=SPEC.description, assignee_id=3
+    ).is_empty()
+    dropped = state(state="closed", labels=(*SPEC.labels, DROPPED_LABEL))
+    write = diff_issue(SPEC, dropped, managed=SPEC.description, assignee_id=3)
+    assert write.state_event == "reopen"
+    assert write.remove_labels == (DROPPED_LABEL,)
+
+
+def test_drop_closes_once() -> None:
+    write = drop_write(state())
+    assert write is not None and write.state_event == "close"
+    assert write.add_labels == (DROPPED_LABEL,)
+    assert drop_write(state(state="closed")) is None
+
+
+def test_description_without_marker_is_all_managed() -> None:
+    assert split_description("hand written") == ("hand written", None, "")
+
+
+def test_carry_ticks_matches_text_before_the_dash() -> None:
+    assert (
+        carry_ticks("- [ ] A — new\n- [ ] B", "- [x] A — old\n- [ ] B") == "- [x] A — new\n- [ ] B"
+    )
+
+
+def test_fill_refs() -> None:
+    text = "see [[ref:demo/activity/a]] and [[ref:demo/activity/b]]"
+    assert fill_refs(text, {"demo/activity/a": 4}) == "see #4 and (issue not created yet)"
