@@ -1,6 +1,7 @@
 """The sandbox: every local stand-in in one ASGI app on one loopback port.
 
-``/api/v4/...`` GitLab · ``/_sandbox/...`` request log, fault injection, reset · ``/healthz``.
+``/api/v4/...`` GitLab · ``/<project>/-/issues/<iid>`` an issue as a web page ·
+``/_sandbox/...`` request log, fault injection, reset · ``/healthz``.
 It is the embedded default (``tminus sandbox``) and the test bed (tests start it in a thread).
 """
 
@@ -20,7 +21,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandbox.control import Control, ControlMiddleware, control_routes
-from sandbox.gitlab import GitLabApi, GitLabStore, RawPathMiddleware, gitlab_routes
+from sandbox.gitlab import (
+    GitLabApi,
+    GitLabStore,
+    RawPathMiddleware,
+    gitlab_routes,
+    issue_pages,
+)
 
 
 @dataclass
@@ -53,6 +60,7 @@ def create_sandbox(
         Route("/healthz", healthz),
         *control_routes(control, reset),
         *gitlab_routes(api),
+        *issue_pages(api),  # last: its paths match almost anything
     ]
     app = Starlette(routes=routes)
     wrapped = ControlMiddleware(RawPathMiddleware(app), control)

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 SCHEMA = """
@@ -730,3 +730,75 @@ class RawPathMiddleware:
 
 def project_url_segment(path: str) -> str:
     return quote(path, safe="")
+
+
+# --- read-only HTML pages, so the web_url of an issue opens something in a browser -----------
+
+_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
+.label{{display:inline-block;background:#eee;border-radius:1rem;padding:0 .6rem;margin:0 .2rem}}
+pre{{white-space:pre-wrap;background:#f7f7f7;padding:1rem;border-radius:.4rem}}
+td{{padding:.2rem .6rem}}</style></head><body>
+<p><small>tminus sandbox: a stand-in for GitLab</small></p>{body}</body></html>"""
+
+
+def _esc(value: Any) -> str:
+    import html
+
+    return html.escape(str(value if value is not None else ""))
+
+
+def issue_pages(api: GitLabApi) -> list[Route]:
+    async def issue_page(request: Request) -> Response:
+        try:
+            project = api.store.project(quote(request.path_params["project"], safe=""))
+            row = api.store.issue(project["id"], int(request.path_params["iid"]))
+        except ApiError:
+            return Response("not found", status_code=404)
+        data = api._issue_json(row, project, GitLabApi._base(request))
+        with api.store.tx() as db:
+            notes = db.execute(
+                "SELECT body, created_at FROM notes WHERE project_id = ? AND issue_iid = ? "
+                "ORDER BY id",
+                (project["id"], row["iid"]),
+            ).fetchall()
+        labels = "".join(f'<span class="label">{_esc(lbl)}</span>' for lbl in data["labels"])
+        who = ", ".join("@" + a["username"] for a in data["assignees"]) or "nobody"
+        body = (
+            f"<h1>{_esc(data['title'])} <small>#{data['iid']}</small></h1>"
+            f"<p><b>{_esc(data['state'])}</b> · due {_esc(data['due_date'] or '—')} · "
+            f"assigned to {_esc(who)}</p><p>{labels}</p>"
+            f"<pre>{_esc(data['description'])}</pre>"
+            + "".join(
+                f"<p><small>{_esc(n['created_at'])}</small><br>{_esc(n['body'])}</p>" for n in notes
+            )
+        )
+        return HTMLResponse(_PAGE.format(title=_esc(data["title"]), body=body))
+
+    async def issues_page(request: Request) -> Response:
+        try:
+            project = api.store.project(quote(request.path_params["project"], safe=""))
+        except ApiError:
+            return Response("not found", status_code=404)
+        with api.store.tx() as db:
+            rows = db.execute(
+                "SELECT iid, title, state, due_date FROM issues WHERE project_id = ? ORDER BY iid",
+                (project["id"],),
+            ).fetchall()
+        items = "".join(
+            f'<tr><td><a href="issues/{r["iid"]}">#{r["iid"]}</a></td><td>{_esc(r["title"])}'
+            f"</td><td>{_esc(r['state'])}</td><td>{_esc(r['due_date'] or '')}</td></tr>"
+            for r in rows
+        )
+        return HTMLResponse(
+            _PAGE.format(
+                title=_esc(project["path"]),
+                body=f"<h1>{_esc(project['path'])}: issues</h1><table>{items}</table>",
+            )
+        )
+
+    return [
+        Route("/{project:path}/-/issues/{iid:int}", issue_page, methods=["GET"]),
+        Route("/{project:path}/-/issues/", issues_page, methods=["GET"]),
+        Route("/{project:path}/-/issues", issues_page, methods=["GET"]),
+    ]

@@ -197,3 +197,15 @@ def test_stand_in_error_bodies(sandbox: SandboxClient) -> None:
     r = http.get("/api/v4/projects/1")
     assert r.status_code == 429 and r.headers["Retry-After"] == "3"
     assert http.get("/_sandbox/faults").status_code == 200  # control is never faulted
+
+
+def test_issue_links_open_a_page(sandbox: SandboxClient, settings: Settings) -> None:
+    tracker = build_tracker(settings)
+    state = tracker.create_issue(PROJECT, write("p/activity/a", title="<b>Blog</b>"), ("x",))
+    tracker.add_note(PROJECT, state.iid, "a comment")
+    page = sandbox.http.get(state.web_url)
+    assert page.status_code == 200
+    assert "&lt;b&gt;Blog&lt;/b&gt;" in page.text and "a comment" in page.text
+    listing = sandbox.http.get(f"{sandbox.url}/{PROJECT}/-/issues")
+    assert "#1" in listing.text
+    assert sandbox.http.get(f"{sandbox.url}/{PROJECT}/-/issues/99").status_code == 404

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -142,9 +142,14 @@ _env = SandboxedEnvironment(
 )
 
 
+@lru_cache(maxsize=1024)
+def _compiled(template: str) -> Template:
+    return _env.from_string(template)
+
+
 def render(template: str, context: dict[str, Any]) -> str:
     """Render a playbook template; undefined names are errors, never empty strings."""
-    return _env.from_string(template).render(**context).strip()
+    return _compiled(template).render(**context).strip()
 
 
 _SAMPLE = LaunchRequest(

@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine (Python 3.11+ with venv):
+#   make demo   runs the L1 example launch on the embedded default
+#   make test   runs the test suite
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test lint down clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tminus launch examples/l1.yaml
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy tminus integrations tasks flows deployments sandbox
+
+down: $(STAMP)
+	$(BIN)/tminus down
+
+clean:
+	-$(BIN)/tminus down
+	rm -rf $(VENV) .tminus
