@@ -115,3 +115,19 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 def test_slugify() -> None:
     assert slugify("Duo Chat (Beta)") == "duo-chat-beta"
     assert slugify("!!!") == "item"
+
+
+def test_pitch_word_limits_are_named() -> None:
+    data = base()
+    data["pitch"] = {"words_25": "word " * 26, "words_50": "ok", "words_100": "ok"}
+    with pytest.raises(LaunchFileError) as err:
+        parse_launch_request(data)
+    (problem,) = err.value.problems
+    assert problem.startswith("pitch: got ")
+    assert "words_25 has 26 words; shorten it to 25 or fewer" in problem
+
+
+def test_l1_example_carries_the_sales_kit() -> None:
+    request = load_launch_file(EXAMPLES / "l1.yaml")
+    assert request.pitch is not None and request.blog_url is not None
+    assert all(f.audience and f.pain and f.selling_points for f in request.features)

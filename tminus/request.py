@@ -13,7 +13,15 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tminus.errors import LaunchFileError
 from tminus.validation import describe_validation_error, read_yaml_mapping
@@ -59,6 +67,18 @@ class Feature(BaseModel):
         max_length=120,
         description="The feature's title on the /features page and its compare view.",
     )
+    audience: str | None = Field(
+        default=None, max_length=280, description="Sales kit: who it is for."
+    )
+    pain: str | None = Field(
+        default=None, max_length=280, description="Sales kit: the pain it solves."
+    )
+    selling_points: list[str] = Field(
+        default=[], max_length=8, description="Sales kit: key selling points, one line each."
+    )
+    limitations: list[str] = Field(
+        default=[], max_length=8, description="Sales kit: limitations sales must know."
+    )
 
     @field_validator("summary")
     @classmethod
@@ -70,6 +90,24 @@ class Feature(BaseModel):
     @property
     def slug(self) -> str:
         return slugify(self.name)
+
+
+class Pitch(BaseModel):
+    """The launch described in 25, 50 and 100 words, for sales."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    words_25: str = Field(description="At most 25 words.")
+    words_50: str = Field(description="At most 50 words.")
+    words_100: str = Field(description="At most 100 words.")
+
+    @model_validator(mode="after")
+    def _word_counts(self) -> Pitch:
+        for name, limit in (("words_25", 25), ("words_50", 50), ("words_100", 100)):
+            count = len(getattr(self, name).split())
+            if count > limit:
+                raise ValueError(f"{name} has {count} words; shorten it to {limit} or fewer")
+        return self
 
 
 class LaunchRequest(BaseModel):
@@ -112,6 +150,13 @@ class LaunchRequest(BaseModel):
     )
     labels: list[Annotated[str, Field(pattern=LABEL_PATTERN)]] = Field(
         default=[], description="Extra labels put on every issue of the launch."
+    )
+    pitch: Pitch | None = Field(
+        default=None, description="Sales kit: the launch in 25, 50 and 100 words."
+    )
+    blog_url: HttpUrl | None = Field(default=None, description="Sales kit: the launch blog post.")
+    training: str | None = Field(
+        default=None, max_length=280, description="Sales kit: where and when sales is trained."
     )
 
     @field_validator("owner", mode="before")
