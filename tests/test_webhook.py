@@ -1,0 +1,679 @@
+"""The GitLab webhook receiver over real HTTP.
+
+The receiver runs under uvicorn (in a thread, or in a subprocess that gets SIGKILLed); a small
+Starlette app stands in for Prefect's events API, validating what it receives with Prefect's own
+``Event`` schema; one ``e2e`` test posts to a real Prefect server and reads the event back.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr, TypeAdapter, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from deployments.outbox import Outbox
+from deployments.webhook import (
+    EVENT_ID_NAMESPACE,
+    HOOK_PATH,
+    ReleaseHook,
+    WebhookConfig,
+    create_app,
+)
+from sandbox.app import ThreadedServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "s3cret-hook-token"
+
+# GitLab's documented Release Hook example (fixtures/gitlab/gitlab_release_create.json).
+RELEASE: dict[str, Any] = {
+    "id": 1,
+    "created_at": "2020-11-02 12:55:12 UTC",
+    "description": "v1.1 has been released",
+    "name": "v1.1",
+    "released_at": "2020-11-02 12:55:12 UTC",
+    "tag": "v1.1",
+    "object_kind": "release",
+    "project": {
+        "id": 2,
+        "name": "release-webhook-example",
+        "description": "",
+        "web_url": "https://example.com/gitlab-org/release-webhook-example",
+        "avatar_url": None,
+        "git_ssh_url": "ssh://git@example.com/gitlab-org/release-webhook-example.git",
+        "git_http_url": "https://example.com/gitlab-org/release-webhook-example.git",
+        "namespace": "Gitlab",
+        "visibility_level": 0,
+        "path_with_namespace": "gitlab-org/release-webhook-example",
+        "default_branch": "master",
+        "ci_config_path": None,
+        "homepage": "https://example.com/gitlab-org/release-webhook-example",
+        "url": "ssh://git@example.com/gitlab-org/release-webhook-example.git",
+        "ssh_url": "ssh://git@example.com/gitlab-org/release-webhook-example.git",
+        "http_url": "https://example.com/gitlab-org/release-webhook-example.git",
+    },
+    "url": "https://example.com/gitlab-org/release-webhook-example/-/releases/v1.1",
+    "action": "create",
+    "assets": {
+        "count": 5,
+        "links": [
+            {
+                "id": 1,
+                "external": True,
+                "link_type": "other",
+                "name": "Changelog",
+                "url": "https://example.net/changelog",
+            }
+        ],
+        "sources": [
+            {
+                "format": "zip",
+                "url": "https://example.com/gitlab-org/release-webhook-example/-/archive/v1.1/release-webhook-example-v1.1.zip",
+            },
+        ],
+    },
+    "commit": {
+        "id": "ee0a3fb31ac16e11b9dbb596ad16d4af654d08f8",
+        "message": "Release v1.1",
+        "title": "Release v1.1",
+        "timestamp": "2020-10-31T14:58:32+11:00",
+        "url": "https://example.com/gitlab-org/release-webhook-example/-/commit/ee0a3fb31ac16e11b9dbb596ad16d4af654d08f8",
+        "author": {"name": "Example User", "email": "user@example.com"},
+    },
+}
+
+# fixtures/gitlab/gitlab_webhook_headers_release.json, with the token placeholder filled in.
+HEADERS: dict[str, str] = {
+    "Content-Type": "application/json",
+    "User-Agent": "GitLab/18.2.0",
+    "Idempotency-Key": "f5e5f430-f57b-4e6e-9fac-d9128cd7232f",
+    "X-Gitlab-Event": "Release Hook",
+    "X-Gitlab-Webhook-UUID": "02affd2d-2cba-4033-917d-ec22d5dc4b38",
+    "X-Gitlab-Instance": "https://gitlab.example.com",
+    "X-Gitlab-Event-UUID": "13792a34-cac6-4fda-95a8-c58e00a3954e",
+    "X-Gitlab-Token": TOKEN,
+}
+
+TAG_PUSH: dict[str, Any] = {
+    "object_kind": "tag_push",
+    "event_name": "tag_push",
+    "ref": "refs/tags/v1.0.0",
+    "project_id": 1,
+    "project": {"id": 1, "path_with_namespace": "jsmith/example"},
+}
+
+
+# --- a stand-in for Prefect's events API ---------------------------------------------------------
+
+
+class PrefectEventsStandIn:
+    """``POST /api/events`` and ``GET /api/health`` like Prefect's; ``up = False`` answers 503."""
+
+    def __init__(self) -> None:
+        from prefect.server.events.schemas.events import Event
+
+        self.schema = TypeAdapter(list[Event])
+        self.events: list[dict[str, Any]] = []
+        self.posts = 0
+        self.up = True
+        self._lock = threading.Lock()
+
+        async def events(request: Request) -> Response:
+            self.posts += 1
+            if not self.up:
+                return JSONResponse({"detail": "unavailable"}, status_code=503)
+            body = await request.json()
+            try:
+                self.schema.validate_python(body)
+            except ValidationError as exc:
+                return JSONResponse({"detail": str(exc)}, status_code=422)
+            with self._lock:
+                self.events.extend(body)
+            return Response(status_code=204)
+
+        async def health(request: Request) -> Response:
+            if not self.up:
+                return JSONResponse({"detail": "unavailable"}, status_code=503)
+            return JSONResponse(True)
+
+        self.app = Starlette(
+            routes=[
+                Route("/api/events", events, methods=["POST"]),
+                Route("/api/health", health, methods=["GET"]),
+            ]
+        )
+
+    def reset(self) -> None:
+        with self._lock:
+            self.events.clear()
+        self.up = True
+        self.posts = 0
+
+    def received(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.events)
+
+
+@pytest.fixture(scope="module")
+def prefect_events_server() -> Iterator[tuple[PrefectEventsStandIn, str]]:
+    stand_in = PrefectEventsStandIn()
+    with ThreadedServer(stand_in.app) as server:
+        yield stand_in, f"{server.url}/api"
+
+
+@pytest.fixture
+def prefect_events(
+    prefect_events_server: tuple[PrefectEventsStandIn, str],
+) -> tuple[PrefectEventsStandIn, str]:
+    """The module's events stand-in, emptied and up."""
+    stand_in, url = prefect_events_server
+    stand_in.reset()
+    return stand_in, url
+
+
+# --- the receiver --------------------------------------------------------------------------------
+
+
+class LifespanServer(ThreadedServer):
+    """ThreadedServer with the ASGI lifespan on: the receiver's sender runs in it."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        super().__init__(app, port)
+        self.server.config.lifespan = "on"
+
+
+def make_config(db_path: Path, api_url: str, **overrides: Any) -> WebhookConfig:
+    values: dict[str, Any] = {
+        "token": SecretStr(TOKEN),
+        "prefect_api_url": api_url,
+        "db_path": db_path,
+        "send_interval": 0.05,
+        "send_timeout": 2.0,
+        "max_backoff": 0.2,
+    }
+    values.update(overrides)
+    return WebhookConfig(**values)
+
+
+class Receiver:
+    def __init__(self, server: LifespanServer) -> None:
+        self.server = server
+        self.http = httpx.Client(base_url=server.url, timeout=10)
+
+    def post(
+        self,
+        payload: Any = None,
+        *,
+        drop: tuple[str, ...] = (),
+        **headers: str,
+    ) -> httpx.Response:
+        sent = {k: v for k, v in HEADERS.items() if k not in drop}
+        sent.update({k.replace("_", "-"): v for k, v in headers.items()})
+        body = RELEASE if payload is None else payload
+        return self.http.post(HOOK_PATH, content=json.dumps(body).encode(), headers=sent)
+
+    def health(self) -> dict[str, Any]:
+        response = self.http.get("/healthz")
+        assert response.status_code == 200
+        data: dict[str, Any] = response.json()
+        return data
+
+
+@pytest.fixture
+def receiver_factory(tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
+    """Start receivers on ``tmp_path/outbox.sqlite3`` (or a given db); stopped at the end."""
+    started: list[LifespanServer] = []
+
+    def start(api_url: str, **overrides: Any) -> Receiver:
+        overrides.setdefault("db_path", tmp_path / "outbox.sqlite3")
+        server = LifespanServer(create_app(make_config(api_url=api_url, **overrides)))
+        server.__enter__()
+        started.append(server)
+        return Receiver(server)
+
+    yield start
+    for server in started:
+        if server.thread.is_alive():
+            server.__exit__()
+
+
+def stop(receiver: Receiver) -> None:
+    receiver.server.__exit__()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def settle() -> None:
+    """Give the sender several rounds to (wrongly) send more."""
+    time.sleep(0.3)
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def test_release_delivery_becomes_one_event(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    stand_in, api = prefect_events
+    receiver = receiver_factory(api)
+    started = time.perf_counter()
+    response = receiver.post()
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 202, response.text
+    assert elapsed < 1.0
+    event_id = str(uuid.uuid5(EVENT_ID_NAMESPACE, HEADERS["Idempotency-Key"]))
+    assert response.json() == {"status": "accepted", "event_id": event_id}
+
+    wait_until(lambda: len(stand_in.received()) == 1)
+    settle()
+    [event] = stand_in.received()
+    occurred = datetime.fromisoformat(event.pop("occurred"))
+    assert occurred.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - occurred) < timedelta(minutes=1)
+    assert event == {
+        "id": event_id,
+        "event": "gitlab.release.create",
+        "resource": {
+            "prefect.resource.id": "gitlab.release.2.v1.1",
+            "prefect.resource.name": "gitlab-org/release-webhook-example v1.1",
+            "gitlab.project": "gitlab-org/release-webhook-example",
+        },
+        "related": [],
+        "payload": {
+            "action": "create",
+            "tag": "v1.1",
+            "name": "v1.1",
+            "description": "v1.1 has been released",
+            "url": "https://example.com/gitlab-org/release-webhook-example/-/releases/v1.1",
+            "released_at": "2020-11-02T12:55:12+00:00",
+            "project": {
+                "id": 2,
+                "path_with_namespace": "gitlab-org/release-webhook-example",
+                "web_url": "https://example.com/gitlab-org/release-webhook-example",
+            },
+            "instance": "https://gitlab.example.com",
+            "delivery": "f5e5f430-f57b-4e6e-9fac-d9128cd7232f",
+        },
+    }
+    health = receiver.health()
+    assert health["status"] == "ok"
+    assert health["pending"] == 0 and health["oldest_pending_seconds"] is None
+    assert health["prefect"] == "reachable"
+
+
+def test_resend_is_a_duplicate_also_after_restart(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    stand_in, api = prefect_events
+    first = receiver_factory(api)
+    accepted = first.post()
+    assert accepted.status_code == 202
+    event_id = accepted.json()["event_id"]
+    # A resend keeps Idempotency-Key but gets a new webhook UUID.
+    again = first.post(X_Gitlab_Webhook_UUID=str(uuid.uuid4()))
+    assert again.status_code == 200
+    assert again.json() == {"status": "duplicate", "event_id": event_id}
+    wait_until(lambda: len(stand_in.received()) == 1)
+    stop(first)
+
+    second = receiver_factory(api)
+    after_restart = second.post()
+    assert after_restart.status_code == 200
+    assert after_restart.json() == {"status": "duplicate", "event_id": event_id}
+    settle()
+    assert len(stand_in.received()) == 1
+
+
+@pytest.mark.parametrize(
+    ("drop", "expected_delivery"),
+    [
+        (("Idempotency-Key",), "13792a34-cac6-4fda-95a8-c58e00a3954e"),
+        (("Idempotency-Key", "X-Gitlab-Event-UUID"), "sha256:"),
+    ],
+)
+def test_delivery_key_fallbacks(
+    prefect_events: tuple[PrefectEventsStandIn, str],
+    receiver_factory: Callable[..., Receiver],
+    drop: tuple[str, ...],
+    expected_delivery: str,
+) -> None:
+    stand_in, api = prefect_events
+    receiver = receiver_factory(api)
+    assert receiver.post(drop=drop).status_code == 202
+    assert receiver.post(drop=drop).json()["status"] == "duplicate"
+    wait_until(lambda: len(stand_in.received()) == 1)
+    settle()
+    [event] = stand_in.received()
+    assert event["payload"]["delivery"].startswith(expected_delivery)
+    assert event["id"] == str(uuid.uuid5(EVENT_ID_NAMESPACE, event["payload"]["delivery"]))
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token", ""])
+def test_wrong_or_missing_token_is_refused(
+    prefect_events: tuple[PrefectEventsStandIn, str],
+    receiver_factory: Callable[..., Receiver],
+    caplog: pytest.LogCaptureFixture,
+    token: str | None,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="tminus.webhook")
+    stand_in, api = prefect_events
+    receiver = receiver_factory(api)
+    if token is None:
+        response = receiver.post(drop=("X-Gitlab-Token",))
+    else:
+        response = receiver.post(X_Gitlab_Token=token)
+    assert response.status_code == 401
+    assert response.json() == {"error": "invalid X-Gitlab-Token"}
+    assert receiver.health()["pending"] == 0
+    # Nothing was stored: the right token now gets the delivery accepted, not a duplicate.
+    assert receiver.post().status_code == 202
+    wait_until(lambda: len(stand_in.received()) == 1)
+    assert TOKEN not in caplog.text and TOKEN not in response.text
+    if token:
+        assert token not in caplog.text
+    assert "missing or wrong X-Gitlab-Token" in caplog.text
+
+
+def test_no_token_configured_accepts_and_warns(
+    prefect_events: tuple[PrefectEventsStandIn, str],
+    receiver_factory: Callable[..., Receiver],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tminus.webhook")
+    _, api = prefect_events
+    receiver = receiver_factory(api, token=None)
+    assert receiver.post(drop=("X-Gitlab-Token",)).status_code == 202
+    assert "no webhook token configured" in caplog.text
+
+
+def test_other_events_are_ignored_with_2xx(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    stand_in, api = prefect_events
+    receiver = receiver_factory(api)
+    response = receiver.post(TAG_PUSH, X_Gitlab_Event="Tag Push Hook")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ignored"
+    assert "Tag Push Hook" in response.json()["reason"]
+    assert receiver.health()["pending"] == 0
+    settle()
+    assert stand_in.received() == [] and stand_in.posts == 0
+
+
+def without(path: str) -> dict[str, Any]:
+    payload = copy.deepcopy(RELEASE)
+    *parents, last = path.split(".")
+    node = payload
+    for part in parents:
+        node = node[part]
+    del node[last]
+    return payload
+
+
+def with_value(path: str, value: Any) -> dict[str, Any]:
+    payload = copy.deepcopy(RELEASE)
+    *parents, last = path.split(".")
+    node = payload
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (without("project"), "project: missing"),
+        (without("project.path_with_namespace"), "project.path_with_namespace: missing"),
+        (with_value("action", "explode"), "action: got 'explode'"),
+        (with_value("released_at", "last tuesday"), "released_at: got 'last tuesday'"),
+        (without("tag"), "tag: missing"),
+    ],
+)
+def test_invalid_release_payload_names_the_field(
+    prefect_events: tuple[PrefectEventsStandIn, str],
+    receiver_factory: Callable[..., Receiver],
+    payload: dict[str, Any],
+    problem: str,
+) -> None:
+    _, api = prefect_events
+    receiver = receiver_factory(api)
+    response = receiver.post(payload)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"]
+    assert any(p.startswith(problem) for p in body["problems"]), body["problems"]
+    assert receiver.health()["pending"] == 0
+
+
+def test_release_hook_header_with_other_kind_or_bad_json_is_400(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    _, api = prefect_events
+    receiver = receiver_factory(api)
+    assert receiver.post(TAG_PUSH).status_code == 400
+    bad_json = receiver.http.post(HOOK_PATH, content=b"{not json", headers=HEADERS)
+    assert bad_json.status_code == 400
+    assert bad_json.json() == {"error": "body is not valid JSON"}
+    assert receiver.post([RELEASE]).status_code == 400
+
+
+def test_body_too_large_is_413(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    _, api = prefect_events
+    receiver = receiver_factory(api, max_body_bytes=2_000)
+    big = with_value("description", "x" * 5_000)
+    declared = receiver.post(big)
+    assert declared.status_code == 413
+
+    # No Content-Length (chunked): the limit is enforced while reading.
+    def chunks() -> Iterator[bytes]:
+        data = json.dumps(big).encode()
+        for i in range(0, len(data), 500):
+            yield data[i : i + 500]
+
+    chunked = receiver.http.post(HOOK_PATH, content=chunks(), headers=HEADERS)
+    assert chunked.status_code == 413
+    assert receiver.health()["pending"] == 0
+    # A small delivery still goes through on the same receiver.
+    assert receiver.post().status_code == 202
+
+
+def test_prefect_down_keeps_the_delivery_and_sends_it_once_back_up(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    stand_in, api = prefect_events
+    stand_in.up = False
+    receiver = receiver_factory(api)
+    started = time.perf_counter()
+    response = receiver.post()
+    assert response.status_code == 202
+    assert time.perf_counter() - started < 1.0
+    wait_until(lambda: stand_in.posts >= 2)  # the sender tried, and retried
+    health = receiver.health()
+    assert health["status"] == "ok"
+    assert health["pending"] == 1
+    assert health["oldest_pending_seconds"] >= 0
+    assert health["prefect"] == "unreachable"
+    assert "503" in health["last_send_error"]
+
+    stand_in.up = True
+    wait_until(lambda: len(stand_in.received()) == 1)
+    settle()
+    assert [e["id"] for e in stand_in.received()] == [response.json()["event_id"]]
+    health = receiver.health()
+    assert health["pending"] == 0 and health["prefect"] == "reachable"
+    assert health["last_send_error"] is None
+
+
+def test_prefect_unreachable_is_healthy_not_5xx(
+    tmp_path: Path, receiver_factory: Callable[..., Receiver]
+) -> None:
+    receiver = receiver_factory(f"http://127.0.0.1:{free_port()}/api")
+    assert receiver.post().status_code == 202
+    health = receiver.health()
+    assert health["pending"] == 1 and health["prefect"] == "unreachable"
+
+
+def test_killed_receiver_sends_accepted_delivery_after_restart(tmp_path: Path) -> None:
+    """SIGKILL right after the 202 (Prefect unreachable): the next receiver sends the event."""
+    db = tmp_path / "outbox.sqlite3"
+    events_port = free_port()
+    api = f"http://127.0.0.1:{events_port}/api"
+    port = free_port()
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from pydantic import SecretStr\n"
+        "from deployments.webhook import WebhookConfig, serve\n"
+        "config = WebhookConfig(token=SecretStr(os.environ['HOOK_TOKEN']),"
+        " prefect_api_url=sys.argv[1], db_path=Path(sys.argv[2]), send_interval=0.05,"
+        " max_backoff=0.2)\n"
+        "serve(config, port=int(sys.argv[3]))\n"
+    )
+    log = (tmp_path / "receiver.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, api, str(db), str(port)],
+        cwd=ROOT,
+        env={**os.environ, "HOOK_TOKEN": TOKEN},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=15)
+        response = httpx.post(
+            f"{url}{HOOK_PATH}", content=json.dumps(RELEASE).encode(), headers=HEADERS
+        )
+        assert response.status_code == 202
+    finally:
+        proc.kill()  # SIGKILL: no lifespan shutdown, no flush
+        proc.wait(timeout=10)
+        log.close()
+
+    stand_in = PrefectEventsStandIn()
+    with ThreadedServer(stand_in.app, port=events_port):
+        server = LifespanServer(create_app(make_config(db, api)))
+        with server:
+            wait_until(lambda: len(stand_in.received()) == 1)
+            settle()
+            assert [e["id"] for e in stand_in.received()] == [response.json()["event_id"]]
+            assert httpx.get(f"{server.url}/healthz").json()["pending"] == 0
+
+
+def test_event_prefect_refuses_is_set_aside_not_blocking(
+    tmp_path: Path,
+    prefect_events: tuple[PrefectEventsStandIn, str],
+    receiver_factory: Callable[..., Receiver],
+) -> None:
+    """A row Prefect answers 422 for is kept as 'rejected'; later deliveries still go out."""
+    stand_in, api = prefect_events
+    db = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(db)
+    outbox.add("poison", str(uuid.uuid4()), json.dumps({"event": "no id, no resource"}))
+    outbox.close()
+    receiver = receiver_factory(api, db_path=db)
+    assert receiver.post().status_code == 202
+    wait_until(lambda: len(stand_in.received()) == 1)
+    assert stand_in.received()[0]["event"] == "gitlab.release.create"
+    health = receiver.health()
+    assert health["pending"] == 0 and health["rejected"] == 1
+    reopened = Outbox(db)
+    poison = reopened.get("poison")
+    reopened.close()
+    assert poison is not None and poison.status == "rejected"
+    assert poison.last_error is not None and "422" in poison.last_error
+
+
+def test_answers_stay_fast(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    """Every answer is durable (fsync) and still far under GitLab's 10 s."""
+    stand_in, api = prefect_events
+    receiver = receiver_factory(api)
+    timings = []
+    for n in range(20):
+        started = time.perf_counter()
+        response = receiver.post(Idempotency_Key=f"delivery-{n}")
+        timings.append(time.perf_counter() - started)
+        assert response.status_code == 202
+    assert max(timings) < 1.0, timings
+    wait_until(lambda: len(stand_in.received()) == 20)
+    # Sent in the order they were accepted.
+    assert [e["payload"]["delivery"] for e in stand_in.received()] == [
+        f"delivery-{n}" for n in range(20)
+    ]
+
+
+def test_gitlab_time_format_and_iso_are_parsed() -> None:
+    hook = ReleaseHook.model_validate(RELEASE)
+    assert hook.released_at == datetime(2020, 11, 2, 12, 55, 12, tzinfo=UTC)
+    iso = ReleaseHook.model_validate(with_value("released_at", "2020-11-02T13:55:12+01:00"))
+    assert iso.released_at == hook.released_at
+    with pytest.raises(ValidationError):
+        ReleaseHook.model_validate(with_value("released_at", "2020-11-02 12:55:12"))
+
+
+@pytest.mark.e2e
+def test_real_prefect_server_accepts_the_event(
+    prefect_server: str, receiver_factory: Callable[..., Receiver]
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventIDFilter
+
+    receiver = receiver_factory(prefect_server)
+    response = receiver.post(Idempotency_Key=f"e2e-{uuid.uuid4()}")
+    assert response.status_code == 202
+    event_id = uuid.UUID(response.json()["event_id"])
+    # Sent means Prefect answered 2xx; a shape it refuses would be 422 and "rejected".
+    wait_until(lambda: receiver.health()["pending"] == 0, timeout=10)
+    assert receiver.health()["rejected"] == 0
+
+    found: list[Any] = []
+
+    def stored() -> bool:
+        with get_client(sync_client=True) as client:
+            # limit: the client's default (100) is above the server's maximum (50): 422.
+            page = client.read_events(filter=EventFilter(id=EventIDFilter(id=[event_id])), limit=50)
+        found[:] = page.events
+        return bool(found)
+
+    wait_until(stored, timeout=30)  # the event persister flushes every few seconds
+    [event] = found
+    assert event.event == "gitlab.release.create"
+    assert event.resource.id == "gitlab.release.2.v1.1"
+    assert event.resource["gitlab.project"] == "gitlab-org/release-webhook-example"
+    assert event.payload["tag"] == "v1.1"
+    assert event.payload["project"]["id"] == 2
+    assert event.payload["released_at"] == "2020-11-02T12:55:12+00:00"
