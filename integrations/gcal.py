@@ -1,0 +1,569 @@
+"""Google Calendar, through google-api-python-client: the only module that talks to Calendar.
+
+Every planned ``CalendarSpec`` is one all-day event on the marketing launch calendar. An event
+carries its key in ``extendedProperties.private`` (``tminus_launch``, ``tminus_key``,
+``tminus_activity``) and has an id derived from that key, so a run finds the launch's events
+in Calendar itself (one ``events.list`` filtered on the launch), creates what is missing,
+patches only what drifted and cancels (never deletes) what the plan dropped. An unchanged
+launch sends no write.
+
+Resilience: ``execute(num_retries=N)`` retries 5xx, 429 and 403 rate-limit answers and dropped
+connections with its own backoff (it ignores ``Retry-After``). Errors leave this module as
+``TransientError`` or ``PermanentError`` carrying Google's own message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
+from urllib.parse import quote, urlsplit
+
+import google.auth.exceptions
+import google_auth_httplib2
+import httplib2
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.oauth2 import credentials as oauth2_credentials
+from google.oauth2 import service_account
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+
+from tminus.errors import (
+    IntegrationError,
+    PermanentError,
+    SettingsError,
+    TminusError,
+    TransientError,
+)
+from tminus.plan import CalendarSpec
+from tminus.reconcile import ActionResult, Outcome
+
+if TYPE_CHECKING:
+    from tminus.settings import Settings
+
+SYSTEM = "Google Calendar"
+# Events only: enough to list, insert and patch events of a calendar shared with the account.
+SCOPE = "https://www.googleapis.com/auth/calendar.events"
+GOOGLE_WEB = "https://calendar.google.com/calendar/embed"
+LAUNCH_PROP = "tminus_launch"
+KEY_PROP = "tminus_key"
+ACTIVITY_PROP = "tminus_activity"
+PAGE_SIZE = 250
+NUM_RETRIES = 5
+
+_RATE_LIMIT_REASONS = ("rateLimitExceeded", "userRateLimitExceeded")
+_HINTS = {
+    401: "check the service-account credentials (TMINUS_GCAL_CREDENTIALS_FILE or "
+    "TMINUS_GCAL_SECRET_BLOCK)",
+    403: "share the calendar with the service account's email, with 'Make changes to events'",
+    404: "check TMINUS_CALENDAR_ID, and that the calendar is shared with the service account",
+}
+
+log = logging.getLogger("tminus")
+
+
+def event_id(key: str) -> str:
+    """A Calendar event id from a plan key: stable, and valid (lowercase base32hex, a-v0-9)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return base64.b32hexencode(digest).decode().lower().rstrip("=")[:40]
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def google_error(exc: HttpError) -> tuple[str | None, str]:
+    """(reason, message) from Google's JSON error body; a proxy's text body works too."""
+    content = exc.content or b""
+    try:
+        data = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        err = data["error"]
+        errors = err.get("errors") or []
+        reason = errors[0].get("reason") if errors and isinstance(errors[0], dict) else None
+        message = str(err.get("message") or reason or "no message")
+        return (str(reason) if reason else err.get("status")), message
+    if isinstance(data, dict) and data.get("message"):
+        return None, str(data["message"])
+    text = content.decode("utf-8", errors="replace").strip()[:200]
+    return None, text or str(getattr(exc.resp, "reason", "") or "no message")
+
+
+def _transient(status: int, reason: str | None) -> bool:
+    return (
+        status in (408, 429) or status >= 500 or (status == 403 and reason in _RATE_LIMIT_REASONS)
+    )
+
+
+@contextmanager
+def translate(resource: str) -> Iterator[None]:
+    """Turn google-api-python-client, google-auth and socket errors into tminus errors."""
+    try:
+        yield
+    except HttpError as exc:
+        status = int(exc.resp.status)
+        reason, message = google_error(exc)
+        if status in _HINTS and not _transient(status, reason):
+            message = f"{message} ({_HINTS[status]})"
+        cls = TransientError if _transient(status, reason) else PermanentError
+        raise cls(SYSTEM, message, status=status, resource=resource) from exc
+    except google.auth.exceptions.TransportError as exc:
+        raise TransientError(
+            SYSTEM, f"cannot reach Google's auth service ({type(exc).__name__})", resource=resource
+        ) from exc
+    except google.auth.exceptions.GoogleAuthError as exc:
+        raise PermanentError(
+            SYSTEM, f"credentials refused ({type(exc).__name__}); {_HINTS[401]}", resource=resource
+        ) from exc
+    except (OSError, httplib2.HttpLib2Error) as exc:
+        # After execute()'s own retries: refused or reset connections, timeouts, DNS failures.
+        raise TransientError(
+            SYSTEM, f"cannot reach Google Calendar ({type(exc).__name__})", resource=resource
+        ) from exc
+
+
+# --- the pure part: what an event should be, and what drifted ---------------------------------
+
+
+def _text(value: Any) -> str:
+    """Compare texts as Calendar keeps them (it may drop a trailing newline or use CRLF)."""
+    return str(value or "").replace("\r\n", "\n").strip()
+
+
+def private_properties(spec: CalendarSpec, launch_slug: str) -> dict[str, str]:
+    return {LAUNCH_PROP: launch_slug, KEY_PROP: spec.key, ACTIVITY_PROP: spec.activity_key}
+
+
+def new_event(spec: CalendarSpec, launch_slug: str) -> dict[str, Any]:
+    """The insert body: an all-day event (the end date is exclusive), shown as free time."""
+    return {
+        "id": event_id(spec.key),
+        "summary": spec.title,
+        "description": spec.description,
+        "start": {"date": spec.day.isoformat()},
+        "end": {"date": (spec.day + timedelta(days=1)).isoformat()},
+        "transparency": "transparent",
+        "extendedProperties": {"private": private_properties(spec, launch_slug)},
+    }
+
+
+def _all_day(day: date, current: dict[str, Any]) -> dict[str, Any]:
+    # Patch merges objects: clear a time someone set, or the event would have both.
+    out: dict[str, Any] = {"date": day.isoformat()}
+    if "dateTime" in current:
+        out["dateTime"] = None
+    if "timeZone" in current:
+        out["timeZone"] = None
+    return out
+
+
+def diff_event(
+    spec: CalendarSpec, launch_slug: str, event: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The patch body that brings ``event`` back to ``spec`` (empty: nothing drifted), and the
+    names of what changed."""
+    patch: dict[str, Any] = {}
+    changed: list[str] = []
+    if _text(event.get("summary")) != _text(spec.title):
+        patch["summary"] = spec.title
+        changed.append("title")
+    if _text(event.get("description")) != _text(spec.description):
+        patch["description"] = spec.description
+        changed.append("description")
+    start, end = event.get("start") or {}, event.get("end") or {}
+    end_day = spec.day + timedelta(days=1)
+    if start.get("date") != spec.day.isoformat() or "dateTime" in start:
+        patch["start"] = _all_day(spec.day, start)
+    if end.get("date") != end_day.isoformat() or "dateTime" in end:
+        patch["end"] = _all_day(end_day, end)
+    if "start" in patch or "end" in patch:
+        was = start.get("date") or start.get("dateTime") or "?"
+        changed.append(f"date {was} -> {spec.day.isoformat()}")
+    want = private_properties(spec, launch_slug)
+    private = (event.get("extendedProperties") or {}).get("private") or {}
+    if any(private.get(k) != v for k, v in want.items()):
+        patch["extendedProperties"] = {"private": want}
+        changed.append("properties")
+    if event.get("status") == "cancelled":
+        patch["status"] = "confirmed"
+        changed.insert(0, "revived")
+    return patch, changed
+
+
+# --- the adapter ------------------------------------------------------------------------------
+
+
+class LaunchCalendar(Protocol):
+    """What the launch flow needs from a launch calendar (Google Calendar, or another)."""
+
+    def reconcile(
+        self,
+        calendar_id: str,
+        launch_slug: str,
+        specs: list[CalendarSpec],
+        dry_run: bool = False,
+    ) -> list[ActionResult]:
+        """Make the launch's events on ``calendar_id`` match ``specs``; one result per event."""
+        ...
+
+
+class CalendarAdapter:
+    """``LaunchCalendar`` on Google Calendar (or the stand-in), via the real API client.
+
+    Calls are serialized: the underlying httplib2 connection is not thread-safe.
+    """
+
+    def __init__(
+        self,
+        service: Any,
+        *,
+        num_retries: int = NUM_RETRIES,
+        page_size: int = PAGE_SIZE,
+        retry_sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._events = service.events()
+        self._num_retries = num_retries
+        self._page_size = page_size
+        self._sleep = retry_sleep
+        self._lock = threading.Lock()
+
+    def _execute(self, request: Any, resource: str) -> dict[str, Any]:
+        # HttpRequest keeps its backoff sleep as a replaceable attribute (made for tests);
+        # tests pass a no-op so retries take no time.
+        request._sleep = self._sleep
+        with self._lock, translate(resource):
+            result = request.execute(num_retries=self._num_retries)
+        return dict(result or {})
+
+    def find_events(self, calendar_id: str, launch_slug: str) -> dict[str, dict[str, Any]]:
+        """Every event of the launch, cancelled ones too, by key (read from Calendar itself)."""
+        found: dict[str, dict[str, Any]] = {}
+        token: str | None = None
+        resource = f"events of calendar {calendar_id}"
+        while True:
+            page = self._execute(
+                self._events.list(
+                    calendarId=calendar_id,
+                    privateExtendedProperty=f"{LAUNCH_PROP}={launch_slug}",
+                    showDeleted=True,
+                    maxResults=self._page_size,
+                    pageToken=token,
+                ),
+                resource,
+            )
+            for event in page.get("items") or []:
+                key = ((event.get("extendedProperties") or {}).get("private") or {}).get(KEY_PROP)
+                if not key:
+                    continue
+                if key in found and not self._better(key, event, found[key]):
+                    continue
+                found[key] = event
+            token = page.get("nextPageToken")
+            if not token:
+                return found
+
+    @staticmethod
+    def _better(key: str, event: dict[str, Any], kept: dict[str, Any]) -> bool:
+        """Two events with one key (a copy someone made): keep ours, else a live one."""
+        log.warning("Calendar events %s and %s both carry key %s", kept["id"], event["id"], key)
+        if kept.get("id") == event_id(key):
+            return False
+        return event.get("id") == event_id(key) or (
+            kept.get("status") == "cancelled" and event.get("status") != "cancelled"
+        )
+
+    def reconcile(
+        self,
+        calendar_id: str,
+        launch_slug: str,
+        specs: list[CalendarSpec],
+        dry_run: bool = False,
+    ) -> list[ActionResult]:
+        """Create missing events, patch drifted ones, cancel those no longer planned.
+
+        Listing the launch's events must work (its errors are raised, for task retries);
+        after that one failed event is a ``failed`` result and does not stop the others.
+        """
+        existing = self.find_events(calendar_id, launch_slug)
+        results: list[ActionResult] = []
+        planned = {spec.key for spec in specs}
+        for spec in specs:
+            try:
+                results.append(
+                    self._ensure(calendar_id, launch_slug, spec, existing.get(spec.key), dry_run)
+                )
+            except IntegrationError as exc:
+                results.append(self._failed(spec.key, spec.title, exc))
+        for key in sorted(set(existing) - planned):
+            event = existing[key]
+            try:
+                results.append(self._cancel(calendar_id, key, event, dry_run))
+            except IntegrationError as exc:
+                results.append(self._failed(key, str(event.get("summary") or key), exc))
+        return results
+
+    @staticmethod
+    def _failed(key: str, title: str, exc: TminusError) -> ActionResult:
+        return ActionResult(
+            key=key, kind="calendar", title=title, outcome=Outcome.failed, detail=str(exc)
+        )
+
+    def _ensure(
+        self,
+        calendar_id: str,
+        launch_slug: str,
+        spec: CalendarSpec,
+        event: dict[str, Any] | None,
+        dry_run: bool,
+    ) -> ActionResult:
+        result = ActionResult(
+            key=spec.key,
+            kind="calendar",
+            title=spec.title,
+            outcome=Outcome.unchanged,
+            extra={"event_id": event_id(spec.key), "day": spec.day.isoformat()},
+        )
+        resource = f"event {spec.key} in calendar {calendar_id}"
+        if event is None:
+            result.outcome, result.detail = Outcome.created, f"all day on {spec.day.isoformat()}"
+            if dry_run:
+                return result
+            body = new_event(spec, launch_slug)
+            # A retry of an insert (execute's own, on a 5xx or a dropped connection, or a
+            # task retry) may follow an insert that happened but whose answer was lost. The
+            # id is derived from the key, so the repeat answers 409 duplicate instead of
+            # creating a second event: inserting twice can never duplicate.
+            created = self._execute_insert(calendar_id, body, resource)
+            if created is not None:
+                result.url = created.get("htmlLink")
+                return result
+            # The id is taken (the list lagged, or the lost answer above): adopt that event.
+            event = self._execute(
+                self._events.get(calendarId=calendar_id, eventId=body["id"]), resource
+            )
+            result.outcome, result.detail = Outcome.unchanged, "already on the calendar"
+        result.url = event.get("htmlLink")
+        result.extra["event_id"] = str(event.get("id"))
+        patch, changed = diff_event(spec, launch_slug, event)
+        if not patch:
+            return result
+        result.outcome, result.detail = Outcome.updated, "changed: " + ", ".join(changed)
+        if not dry_run:
+            patched = self._execute(
+                self._events.patch(calendarId=calendar_id, eventId=event["id"], body=patch),
+                resource,
+            )
+            result.url = patched.get("htmlLink") or result.url
+        return result
+
+    def _execute_insert(
+        self, calendar_id: str, body: dict[str, Any], resource: str
+    ) -> dict[str, Any] | None:
+        """Insert; None when the id is taken (409 duplicate)."""
+        request = self._events.insert(calendarId=calendar_id, body=body)
+        try:
+            return self._execute(request, resource)
+        except PermanentError as exc:
+            cause = exc.__cause__
+            if (
+                exc.status == 409
+                and isinstance(cause, HttpError)
+                and google_error(cause)[0] == "duplicate"
+            ):
+                return None
+            raise
+
+    def _cancel(
+        self, calendar_id: str, key: str, event: dict[str, Any], dry_run: bool
+    ) -> ActionResult:
+        """An event whose activity no longer applies: cancelled (revivable), never deleted."""
+        result = ActionResult(
+            key=key,
+            kind="calendar",
+            title=str(event.get("summary") or key),
+            outcome=Outcome.unchanged,
+            url=event.get("htmlLink"),
+            extra={"event_id": str(event.get("id"))},
+        )
+        if event.get("status") == "cancelled":
+            result.detail = "cancelled: no longer planned"
+            return result
+        result.outcome, result.detail = Outcome.closed, "no longer planned: cancelled"
+        if not dry_run:
+            self._execute(
+                self._events.patch(
+                    calendarId=calendar_id, eventId=event["id"], body={"status": "cancelled"}
+                ),
+                f"event {key} in calendar {calendar_id}",
+            )
+        return result
+
+
+class UnconfiguredCalendar:
+    """Stands in for Calendar when none is configured: says what to set, writes nothing."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def reconcile(
+        self,
+        calendar_id: str,
+        launch_slug: str,
+        specs: list[CalendarSpec],
+        dry_run: bool = False,
+    ) -> list[ActionResult]:
+        raise SettingsError("Google Calendar settings", [self.reason])
+
+
+# --- building clients (secrets are unwrapped only here) --------------------------------------
+
+
+def api_endpoint(endpoint: str) -> str:
+    """``http://host:port`` or ``.../calendar/v3`` -> ``.../calendar/v3/`` (what build() needs)."""
+    base = endpoint.rstrip("/")
+    if not base.endswith("/calendar/v3"):
+        base += "/calendar/v3"
+    return base + "/"
+
+
+def calendar_page_url(endpoint: str | None, calendar_id: str) -> str:
+    """A page showing the whole calendar: Google's, or the stand-in's ``/calendar/``."""
+    if endpoint is None:
+        return f"{GOOGLE_WEB}?src={quote(calendar_id, safe='')}"
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc}/calendar/?cal={quote(calendar_id, safe='')}"
+
+
+def service_account_credentials(info: dict[str, Any], source: str) -> Credentials:
+    """Self-signed JWT credentials (``always_use_jwt_access``: no token exchange call)."""
+    try:
+        creds: Credentials = service_account.Credentials.from_service_account_info(
+            info, scopes=[SCOPE], always_use_jwt_access=True
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        # Never the exception's text: it may quote the key. Field names only.
+        missing = sorted(f for f in ("client_email", "private_key", "token_uri") if not info.get(f))
+        what = f"missing {', '.join(missing)}" if missing else "the private key cannot be read"
+        raise SettingsError(
+            source, [f"not a usable service-account key ({what}; {type(exc).__name__})"]
+        ) from None
+    return creds
+
+
+def load_service_account_info(block_name: str) -> dict[str, Any]:
+    """The service-account JSON kept in a Prefect Secret block (a dict or a JSON string)."""
+    from prefect.blocks.system import Secret
+
+    source = f"Prefect Secret block {block_name!r}"
+    try:
+        # _sync: the sync implementation even if called from an async context.
+        block = cast(Secret[Any], Secret.load(block_name, _sync=True))  # type: ignore[call-arg]
+        value = block.get()
+    except ValueError:
+        raise SettingsError(source, ["not found; create it or fix the block name"]) from None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, dict):
+        raise SettingsError(source, ["does not hold a service-account JSON object"])
+    return value
+
+
+def _credentials_from_file(path: str) -> Credentials:
+    source = f"Google credentials file {path}"
+    try:
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(source, [f"cannot be read ({exc.strerror or exc})"]) from None
+    except ValueError:
+        raise SettingsError(source, ["is not JSON"]) from None
+    if not isinstance(info, dict):
+        raise SettingsError(source, ["is not a service-account JSON object"])
+    return service_account_credentials(info, source)
+
+
+def build_calendar_service(
+    endpoint: str | None,
+    credentials_file: str | None = None,
+    token: str | None = None,
+    *,
+    secret_block: str | None = None,
+    service_account_info: dict[str, Any] | None = None,
+    credentials: Credentials | None = None,
+    timeout: float = 15.0,
+) -> Any:
+    """The one place a Calendar client is built.
+
+    ``endpoint``: None for Google itself, else a base URL (``/calendar/v3/`` is added when
+    missing). Credentials, first found: ``credentials``, ``service_account_info`` (the parsed
+    service-account JSON, e.g. from ``load_service_account_info``), ``credentials_file`` (that
+    JSON in a file), ``secret_block`` (a Prefect Secret holding it), ``token`` (an OAuth bearer
+    token); with none, anonymous (the stand-in), which Google itself refuses.
+    """
+    if credentials is None:
+        if service_account_info is not None:
+            credentials = service_account_credentials(
+                service_account_info, "Google service-account info"
+            )
+        elif credentials_file:
+            credentials = _credentials_from_file(credentials_file)
+        elif secret_block:
+            credentials = service_account_credentials(
+                load_service_account_info(secret_block), f"Prefect Secret block {secret_block!r}"
+            )
+        elif token:
+            credentials = oauth2_credentials.Credentials(token=token)
+        elif endpoint is None:
+            raise SettingsError(
+                "Google Calendar settings",
+                ["Google needs credentials: set a service-account file or Secret block"],
+            )
+        else:
+            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+    options: dict[str, Any] = {}
+    if endpoint is not None:
+        options["api_endpoint"] = api_endpoint(endpoint)
+    # The client refuses credentials of another universe than its own; keep them equal.
+    options["universe_domain"] = getattr(credentials, "universe_domain", None) or "googleapis.com"
+    # No refresh-and-retry on 401: anonymous and bare-token credentials cannot refresh (the
+    # 401 would surface as a confusing auth error), and a service account's self-signed JWT
+    # is re-signed before it expires anyway. A 401 is reported with Google's message.
+    http = google_auth_httplib2.AuthorizedHttp(
+        credentials, http=httplib2.Http(timeout=timeout), refresh_status_codes=()
+    )
+    return build(
+        "calendar",
+        "v3",
+        http=http,
+        static_discovery=True,
+        cache_discovery=False,
+        client_options=options,
+    )
+
+
+def build_calendar(settings: Settings) -> LaunchCalendar:
+    """The launch calendar the settings describe (the stand-in on the embedded default).
+
+    Without a configured calendar, one whose runs fail saying what to set, so the rest of a
+    launch still goes ahead.
+    """
+    endpoint = settings.gcal_api_endpoint
+    file = settings.gcal_credentials_file
+    try:
+        service = build_calendar_service(
+            endpoint, str(file) if file else None, secret_block=settings.gcal_secret_block
+        )
+    except SettingsError as exc:
+        return UnconfiguredCalendar("; ".join(exc.problems) + f" ({exc.source})")
+    return CalendarAdapter(service)
