@@ -1,0 +1,199 @@
+"""Slack, through an incoming webhook over httpx: the only module that talks to Slack.
+
+Prefect's own ``SlackWebhook`` block accepts only hooks.slack.com URLs, sends legacy
+attachments and swallows failures, so tminus posts Block Kit itself.
+
+Answers: ``200 ok`` is success. Errors are a bare code in the body; 4xx codes are
+``PermanentError`` with a one-line fix; 429 waits for ``Retry-After`` (bounded) and retries;
+5xx and connection failures retry with backoff, then ``TransientError``. A timeout *after*
+the request was sent is not retried here: the message may have been posted, and a webhook
+cannot be asked (sales wants one message, not two).
+
+The webhook URL is a credential (anyone holding it can post to the channel). It never
+appears in an exception, a log line or a repr: errors name only the host, exceptions are
+raised ``from None`` (httpx exceptions carry the request URL), and httpx's own
+``HTTP Request: POST <url>`` log line is redacted.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from tminus.errors import PermanentError, TransientError
+
+SYSTEM = "Slack"
+RESOURCE = "webhook"
+log = logging.getLogger(__name__)
+
+_FIX_URL = "create a new incoming webhook and update TMINUS_SLACK_WEBHOOK_URL"
+HINTS: dict[str, str] = {
+    "invalid_payload": "the message is not valid JSON for Slack; report this tminus bug",
+    "no_text": "the message has neither text nor blocks; report this tminus bug",
+    "invalid_blocks": "a Block Kit block was refused (too long or malformed); report this bug",
+    "invalid_blocks_format": "the blocks are not a valid Block Kit list; report this bug",
+    "too_many_attachments": "the message has too many attachments; report this tminus bug",
+    "no_service_id": f"the webhook URL is incomplete; {_FIX_URL}",
+    "invalid_token": f"the webhook was revoked or its app removed; {_FIX_URL}",
+    "action_prohibited": "a workspace admin restricted posting to this channel; ask them, or "
+    "use a webhook of another channel",
+    "posting_to_general_channel_denied": "only admins may post to this channel; use a webhook "
+    "of another channel",
+    "no_service": f"the webhook does not exist (removed or mistyped); {_FIX_URL}",
+    "no_active_hooks": f"the webhook's app was disabled; {_FIX_URL}",
+    "channel_not_found": f"the webhook's channel was deleted; {_FIX_URL}",
+    "user_not_found": f"the webhook's user is gone; {_FIX_URL}",
+    "no_team": f"the workspace is gone; {_FIX_URL}",
+    "team_disabled": f"the workspace is disabled; {_FIX_URL}",
+    "channel_is_archived": f"the channel is archived; unarchive it, or {_FIX_URL}",
+}
+_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Failures where nothing was sent, so trying again cannot post twice.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class _Redactor(logging.Filter):
+    """Replaces webhook secrets in log records of the loggers it is attached to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        redacted = message
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, "/***")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_REDACTOR = _Redactor()
+
+
+def _protect(secret_path: str) -> None:
+    if len(secret_path) < 4:  # nothing secret in "/" and replacing it would mangle every line
+        return
+    _REDACTOR.secrets.add(secret_path)
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if _REDACTOR not in logger.filters:
+            logger.addFilter(_REDACTOR)
+
+
+def _code(response: httpx.Response) -> str:
+    """Slack's error code, or a neutral word: never echo an arbitrary body (it could be long,
+    HTML, or quote the request)."""
+    first = response.text.strip().split("\n", 1)[0].strip()
+    return first if _CODE.match(first) else "unexpected_answer"
+
+
+def _retry_after(response: httpx.Response, fallback: float) -> float:
+    value = response.headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    if value:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    return fallback
+
+
+class SlackNotifier:
+    """Posts messages to one Slack incoming webhook."""
+
+    def __init__(
+        self,
+        webhook_url: str | SecretStr,
+        timeout: float = 10,
+        max_attempts: int = 5,
+        *,
+        backoff: float = 0.5,
+        max_wait: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        url = webhook_url.get_secret_value() if isinstance(webhook_url, SecretStr) else webhook_url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # Deliberately not quoting the value: it is a secret.
+            raise ValueError("the Slack webhook URL must be an http(s) URL")
+        self._url = SecretStr(url)
+        self.host = parts.hostname
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.backoff = backoff
+        self.max_wait = max_wait
+        self._sleep = sleep
+        _protect(parts.path + (f"?{parts.query}" if parts.query else ""))
+        _protect(parts.path)
+
+    def __repr__(self) -> str:
+        return f"SlackNotifier(host={self.host!r})"
+
+    def post(self, payload: dict[str, Any]) -> None:
+        """Post one message; return when Slack said ``ok``, raise otherwise."""
+        last = "no attempt"
+        last_status: int | None = None
+        with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
+            for attempt in range(1, self.max_attempts + 1):
+                wait = min(self.backoff * 2 ** (attempt - 1), self.max_wait)
+                try:
+                    response = client.post(self._url.get_secret_value(), json=payload)
+                except _NOT_SENT as exc:
+                    last, last_status = (
+                        f"cannot reach Slack at {self.host} ({type(exc).__name__})",
+                        None,
+                    )
+                except httpx.HTTPError as exc:
+                    raise TransientError(
+                        SYSTEM,
+                        f"the answer from {self.host} was lost ({type(exc).__name__}); the "
+                        "message may have been posted: check the channel before running again",
+                        resource=RESOURCE,
+                    ) from None
+                else:
+                    status = response.status_code
+                    if status == 200 and response.text.strip() == "ok":
+                        log.info("Slack message posted (webhook on %s)", self.host)
+                        return
+                    code = _code(response)
+                    last_status = status
+                    if status == 429:
+                        last = "rate limited (429)"
+                        wait = min(_retry_after(response, wait), self.max_wait)
+                    elif status >= 500 or status == 408:
+                        last = f"Slack answered {status} ({code})"
+                    else:
+                        hint = HINTS.get(code, "Slack refused the message")
+                        raise PermanentError(
+                            SYSTEM, f"{code}: {hint}", status=status, resource=RESOURCE
+                        ) from None
+                if attempt < self.max_attempts:
+                    log.warning(
+                        "Slack webhook on %s: %s (attempt %d of %d), retrying in %.1fs",
+                        self.host,
+                        last,
+                        attempt,
+                        self.max_attempts,
+                        wait,
+                    )
+                    self._sleep(wait)
+        raise TransientError(
+            SYSTEM,
+            f"{last} after {self.max_attempts} attempts; try again later",
+            status=last_status,
+            resource=RESOURCE,
+        )

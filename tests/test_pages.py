@@ -1,0 +1,417 @@
+"""Page checks over real HTTP against the docs-site stand-in.
+
+Names like ``a.test`` resolve (through the checker's resolver hook) to 127.0.0.1, so host
+allow-lists, per-host limits and redirects between hosts are tested without DNS or traffic
+beyond the loopback. The in-flight counter wraps the whole app, so it sees the latency the
+fault injection adds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from integrations.pages import (
+    PageChecker,
+    PageTarget,
+    check_results,
+    host_allowed,
+    page_targets,
+    refused_address,
+    visible_text,
+)
+from sandbox.app import ThreadedServer
+from sandbox.control import Control, ControlMiddleware, control_routes
+from sandbox.docs_site import docs_site_routes
+from tminus.reconcile import Outcome
+from tminus.request import LaunchRequest
+
+
+class InFlight:
+    """Counts requests being served, in total and per Host header, and keeps the maxima."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.reset()
+
+    def reset(self) -> None:
+        self.now = 0
+        self.max = 0
+        self.now_host: Counter[str] = Counter()
+        self.max_host: Counter[str] = Counter()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_sandbox"):
+            await self.app(scope, receive, send)
+            return
+        host = dict(scope["headers"]).get(b"host", b"").decode().split(":")[0]
+        self.now += 1
+        self.now_host[host] += 1
+        self.max = max(self.max, self.now)
+        self.max_host[host] = max(self.max_host[host], self.now_host[host])
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.now -= 1
+            self.now_host[host] -= 1
+
+
+class Site:
+    def __init__(self, url: str, inflight: InFlight) -> None:
+        self.url = url
+        self.port = httpx.URL(url).port
+        self.inflight = inflight
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def at(self, host: str, path: str) -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def faults(self, **faults: Any) -> None:
+        self.http.put("/_sandbox/faults", json=faults).raise_for_status()
+
+    def paths(self) -> list[str]:
+        return [r["path"] for r in self.http.get("/_sandbox/requests").json()]
+
+
+async def go(request: Request) -> Response:
+    """An open redirect, as real sites have: sends the client wherever ``to`` says."""
+    return RedirectResponse(request.query_params["to"], status_code=302)
+
+
+@pytest.fixture(scope="module")
+def site_server() -> Iterator[Site]:
+    control = Control()
+    app = Starlette(
+        routes=[*docs_site_routes(), Route("/go", go), *control_routes(control, lambda: None)]
+    )
+    inflight = InFlight(ControlMiddleware(app, control))
+    with ThreadedServer(inflight) as server:
+        yield Site(server.url, inflight)
+
+
+@pytest.fixture
+def site(site_server: Site) -> Site:
+    deadline = time.monotonic() + 5
+    while site_server.inflight.now and time.monotonic() < deadline:
+        time.sleep(0.02)  # a timed-out request of the previous test is still being served
+    site_server.http.post("/_sandbox/reset").raise_for_status()
+    site_server.inflight.reset()
+    return site_server
+
+
+NAMES = {
+    "a.test": ["127.0.0.1"],
+    "b.test": ["127.0.0.1"],
+    "docs.internal": ["10.0.0.1"],
+    "mixed.test": ["93.184.216.34", "10.1.2.3"],
+}
+
+
+async def fake_dns(host: str, port: int) -> list[str]:
+    """A resolver that never leaves the process: the table above, or IP literals."""
+    if host in NAMES:
+        return NAMES[host]
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+        return [host]
+    except OSError:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+
+
+def checker(**kw: Any) -> PageChecker:
+    kw.setdefault("allowed_hosts", ["127.0.0.1", "a.test", "b.test"])
+    kw.setdefault("allow_private", True)
+    kw.setdefault("timeout", 5.0)
+    kw.setdefault("retry_delay", 0.01)
+    return PageChecker(resolver=fake_dns, **kw)
+
+
+def on_site(request: LaunchRequest, site: Site) -> LaunchRequest:
+    """The example launch with its URLs pointing at this test's stand-in."""
+    raw = request.model_dump_json().replace("127.0.0.1:4281", f"127.0.0.1:{site.port}")
+    return LaunchRequest.model_validate_json(raw)
+
+
+# --- targets --------------------------------------------------------------------------------
+
+
+def test_page_targets_for_l1(l1: LaunchRequest) -> None:
+    base = "http://127.0.0.1:4281"
+    targets = page_targets(l1, f"{base}/features", f"{base}/features/compare")
+    assert [(t.url, t.must_mention, t.match) for t in targets] == [
+        (f"{base}/docs/code-review-agent", ("Code Review Agent",), "all"),
+        (f"{base}/docs/review-policies", ("Review policies",), "all"),
+        (f"{base}/features", ("AI code review", "Review policies"), "all"),
+        (f"{base}/features/compare", ("AI code review", "Review policies"), "all"),
+    ]
+    assert len({t.url for t in targets}) == len(targets)  # check:{url} keys are unique
+    assert [t.url for t in page_targets(l1, None, None)] == [t.url for t in targets[:2]]
+
+
+def test_shared_docs_url_must_mention_every_feature(l1: LaunchRequest) -> None:
+    data = l1.model_dump(mode="json")
+    data["features"][1]["docs_urls"] = data["features"][0]["docs_urls"]
+    targets = page_targets(LaunchRequest.model_validate(data), None, None)
+    assert [t.must_mention for t in targets] == [("Code Review Agent", "Review policies")]
+
+
+# --- the L1 example against the stand-in ----------------------------------------------------
+
+
+def test_l1_pages(site: Site, l1: LaunchRequest) -> None:
+    request = on_site(l1, site)
+    targets = page_targets(
+        request, site.at("127.0.0.1", "/features"), site.url + "/features/compare"
+    )
+    results = checker().check_sync(targets)
+    by_path = {httpx.URL(r.url).path: r for r in results}
+
+    agent = by_path["/docs/code-review-agent"]
+    assert (agent.ok, agent.status, agent.reason) == (True, 200, "ok: mentions 'Code Review Agent'")
+
+    policies = by_path["/docs/review-policies"]  # exists, but only its markup names the feature
+    assert (policies.ok, policies.status) == (False, 200)
+    assert policies.reason == "not mentioned (looked for 'Review policies')"
+
+    for path in ("/features", "/features/compare"):
+        page = by_path[path]
+        assert not page.ok
+        assert page.reason == (
+            "not mentioned: 'Review policies' (looked for 'AI code review', 'Review policies')"
+        )
+
+    rows = check_results(results)
+    assert [r.key for r in rows] == [f"check:{t.url}" for t in targets]
+    assert [r.outcome for r in rows] == [Outcome.unchanged] + [Outcome.failed] * 3
+    assert rows[0].kind == "page" and rows[0].detail == "ok: mentions 'Code Review Agent'"
+    assert rows[1].detail == policies.reason and rows[1].url == policies.url
+
+
+def test_each_url_is_fetched_once(site: Site) -> None:
+    url = site.at("127.0.0.1", "/features")
+    results = checker().check_sync(
+        [
+            PageTarget(url, "AI", ("AI code review",)),
+            PageTarget(url, "Dark", ("dark MODE",)),  # case and spacing do not matter
+            PageTarget(url, "Nope", ("Review policies", "Code review policies")),
+        ]
+    )
+    assert [r.ok for r in results] == [True, True, False]
+    assert results[2].reason == (
+        "not mentioned (looked for 'Review policies' or 'Code review policies')"
+    )
+    assert site.paths() == ["/features"]
+
+
+# --- what counts as text --------------------------------------------------------------------
+
+
+def test_hidden_markup_does_not_count() -> None:
+    html = """<html><head><title>Merge trains</title><style>p::after{content:"Merge trains"}
+    </style><script>var f = "Merge trains";</script><meta content="Merge trains"></head>
+    <body><!-- Merge trains --><p title="Merge trains" data-x='Merge trains'>Merge</p>
+    <p>trains</p><template>Merge trains</template><img alt="Merge trains"></body></html>"""
+    text = visible_text(html)
+    assert text == "Merge trains"  # two paragraphs: the words are separate, not joined
+    assert visible_text("<p>Code <b>Review</b>&nbsp;Agent &amp; co</p>") == "Code Review Agent & co"
+    assert visible_text("<p>Re<b>view</b></p>") == "Review"
+
+
+def test_features_page_ignores_script_data(site: Site) -> None:
+    # Every page of the stand-in carries "Review policies" in JSON-LD, a script, CSS, a comment
+    # and attributes; the positive control shows the same page does pass for a visible name.
+    url = site.at("a.test", "/features")
+    results = checker().check_sync(
+        [
+            PageTarget(url, "visible", ("Merge trains",)),
+            PageTarget(url, "hidden", ("Review policies",)),
+        ]
+    )
+    assert [r.ok for r in results] == [True, False]
+
+
+# --- redirects ------------------------------------------------------------------------------
+
+
+def test_redirect_is_followed(site: Site) -> None:
+    [result] = checker().check_sync(
+        [PageTarget(site.at("a.test", "/docs/moved"), "moved", ("Merge trains",))]
+    )
+    assert result.ok and result.status == 200
+    assert result.final_url == site.at("a.test", "/docs/merge-trains")
+    assert site.paths() == ["/docs/moved", "/docs/merge-trains"]
+
+
+def test_redirect_loop_stops(site: Site) -> None:
+    [result] = checker().check_sync([PageTarget(site.at("a.test", "/docs/loop"), "loop", ("x",))])
+    assert not result.ok and result.reason == "too many redirects (more than 5)"
+    assert site.paths() == ["/docs/loop"] * 6
+
+
+def test_redirect_to_a_host_outside_the_allow_list_is_not_followed(site: Site) -> None:
+    target = site.at("b.test", "/docs/dark-mode")
+    [result] = checker(allowed_hosts=["a.test"]).check_sync(
+        [PageTarget(site.at("a.test", f"/go?to={target}"), "go", ("Dark mode",))]
+    )
+    assert not result.ok
+    assert result.reason == "host not allowed: b.test (add it to TMINUS_PAGES_ALLOWED_HOSTS)"
+    assert result.final_url == target
+    assert site.paths() == ["/go"]
+
+
+# --- refusals happen before any request -----------------------------------------------------
+
+
+def test_private_address_is_refused_unfetched(site: Site) -> None:
+    targets = [
+        PageTarget(site.at("127.0.0.1", "/docs/dark-mode"), "loopback", ("Dark mode",)),
+        PageTarget(site.at("docs.internal", "/docs/dark-mode"), "private", ("Dark mode",)),
+        PageTarget(site.at("mixed.test", "/docs/dark-mode"), "one bad address", ("Dark mode",)),
+    ]
+    strict = PageChecker(
+        ["127.0.0.1", "docs.internal", "mixed.test"], allow_private=False, resolver=fake_dns
+    )
+    results = strict.check_sync(targets)
+    assert [r.reason.split(" (")[0] for r in results] == [
+        "refused: private address 127.0.0.1",
+        "refused: private address 10.0.0.1",
+        "refused: private address 10.1.2.3",
+    ]
+    assert all(r.status is None for r in results)
+    assert site.paths() == []
+    # The real resolver path (loop.getaddrinfo) refuses the literal just the same.
+    real = PageChecker(["127.0.0.1"], allow_private=False).check_sync(targets[:1])
+    assert real[0].reason.startswith("refused: private address 127.0.0.1")
+    assert site.paths() == []
+
+
+def test_host_outside_allow_list_is_refused_unfetched(site: Site) -> None:
+    [result] = checker(allowed_hosts=["*.example.com"]).check_sync(
+        [PageTarget(site.at("a.test", "/docs/dark-mode"), "a", ("Dark mode",))]
+    )
+    assert result.reason == "host not allowed: a.test (add it to TMINUS_PAGES_ALLOWED_HOSTS)"
+    assert site.paths() == []
+
+
+def test_allow_list_and_address_rules() -> None:
+    assert host_allowed("docs.example.com", ["*.example.com"])
+    assert host_allowed("a.b.example.com", ["*.example.com"])
+    assert not host_allowed("example.com", ["*.example.com"])
+    assert not host_allowed("evilexample.com", ["*.example.com"])
+    assert host_allowed("Docs.Example.com.", ["docs.example.com"])
+    assert host_allowed("docs.example.com", ["https://docs.example.com/"])
+    assert not host_allowed("docs.example.com", [])
+    assert refused_address("93.184.216.34") is None
+    assert refused_address("2606:2800:220:1::1") is None
+    for bad in (
+        "10.0.0.1",
+        "127.0.0.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "::ffff:10.0.0.1",
+        "224.0.0.1",
+        "240.0.0.1",
+    ):
+        assert refused_address(bad), bad
+
+
+# --- failures are results -------------------------------------------------------------------
+
+
+def test_404_size_type_and_dns(site: Site) -> None:
+    results = checker(max_bytes=400, allowed_hosts=["a.test", "nowhere.test"]).check_sync(
+        [
+            PageTarget(site.at("a.test", "/docs/nope"), "404", ("x",)),
+            PageTarget(site.at("a.test", "/features"), "big", ("AI code review",)),
+            PageTarget(site.at("a.test", "/docs/manual.pdf"), "pdf", ("Merge trains",)),
+            PageTarget(site.at("nowhere.test", "/"), "dns", ("x",)),
+        ]
+    )
+    reasons = [(r.status, r.reason) for r in results]
+    assert reasons[0] == (404, "status 404")
+    assert reasons[1] == (200, "too large (over 400 bytes)")
+    assert reasons[2] == (200, "not HTML/text content type (application/pdf)")
+    assert reasons[3][1].startswith("cannot resolve nowhere.test")
+    assert all(not r.ok for r in results)
+
+
+def test_timeout_is_a_result(site: Site) -> None:
+    # Control's latency applies to every path, so every page is slow here.
+    site.faults(latency_ms=600)
+    started = time.monotonic()
+    results = checker(timeout=0.2).check_sync(
+        [PageTarget(site.at("a.test", f"/docs/dark-mode?n={i}"), "slow", ("x",)) for i in range(3)]
+    )
+    assert [(r.status, r.reason) for r in results] == [(None, "timeout after 0.2s")] * 3
+    assert time.monotonic() - started < 0.55  # concurrent, not one after the other
+
+
+def test_server_errors_are_tried_again(site: Site) -> None:
+    # A seed whose first draw fails (< 0.5) and second passes: one 502, then the page.
+    seed = next(s for s in range(1000) if (r := random.Random(s)).random() < 0.5 <= r.random())
+    site.faults(error_rate=0.5, seed=seed, prefix="/docs/")
+    target = PageTarget(site.at("a.test", "/docs/dark-mode"), "d", ("Dark mode",))
+    [result] = checker().check_sync([target])
+    assert result.ok and site.paths() == ["/docs/dark-mode"] * 2
+    site.faults(error_rate=1.0, prefix="/docs/")
+    [result] = checker(retries=2).check_sync([target])
+    assert (result.ok, result.status, result.reason) == (False, 502, "status 502")
+    assert site.paths() == ["/docs/dark-mode"] * 5  # 2 before, then 1 + 2 retries
+
+
+def test_connection_refused_is_a_result() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        [result] = checker().check_sync(
+            [PageTarget(f"http://127.0.0.1:{port}/docs", "down", ("x",))]
+        )
+    assert not result.ok and result.reason.startswith("cannot connect to 127.0.0.1")
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "per_host", "max_total", "max_per_host"),
+    [(3, 2, 3, 2), (8, 1, 2, 1)],
+)
+def test_concurrency_bounds(
+    site: Site, concurrency: int, per_host: int, max_total: int, max_per_host: int
+) -> None:
+    site.faults(latency_ms=150, prefix="/docs/")
+    targets = [
+        PageTarget(site.at(host, f"/docs/dark-mode?n={i}"), f"{host} {i}", ("Dark mode",))
+        for host in ("a.test", "b.test")
+        for i in range(5)
+    ]
+    results = checker(concurrency=concurrency, per_host=per_host).check_sync(targets)
+    assert all(r.ok for r in results), [r.reason for r in results]
+    assert site.inflight.max == max_total
+    assert dict(site.inflight.max_host) == {"a.test": max_per_host, "b.test": max_per_host}
+
+
+def test_check_sync_inside_a_running_loop(site: Site) -> None:
+    async def from_async_code() -> bool:
+        [result] = checker().check_sync(
+            [PageTarget(site.at("a.test", "/docs/dark-mode"), "d", ("Dark mode",))]
+        )
+        return result.ok
+
+    assert asyncio.run(from_async_code())
