@@ -71,6 +71,7 @@ def _state(attrs: dict[str, Any], key: str | None) -> IssueState:
         assignee_ids=tuple(int(a["id"]) for a in attrs.get("assignees") or ()),
         state=str(attrs.get("state", "opened")),
         key=key,
+        assignees=tuple(str(a["username"]) for a in attrs.get("assignees") or ()),
     )
 
 
@@ -163,6 +164,20 @@ class GitLabTracker:
             if key is not None:
                 states.append(_state(attrs, key))
         return states
+
+    def list_issues(
+        self, project: str, labels: list[str], state: str = "opened"
+    ) -> list[IssueState]:
+        """Issues with all of ``labels`` (e.g. every open tracking issue)."""
+        proj = self._project(project)
+        issues = self._call(
+            f"issues of {project}",
+            lambda: list(proj.issues.list(labels=labels, state=state, iterator=True, per_page=100)),
+        )
+        return [
+            _state(i.attributes, split_description(str(i.attributes.get("description") or ""))[1])
+            for i in issues
+        ]
 
     def ensure_labels(self, project: str, labels: list[str]) -> list[str]:
         proj = self._project(project)
@@ -279,13 +294,24 @@ class GitLabTracker:
             lambda: issue.notes.create({"body": body}, retry_transient_errors=False),
         )
 
-    def has_note(self, project: str, iid: int, text: str) -> bool:
+    def find_note(self, project: str, iid: int, text: str) -> tuple[int, str] | None:
+        """The oldest note whose body contains ``text``, as (note id, body)."""
         issue = self._project(project).issues.get(iid, lazy=True)
         notes = self._call(
             f"notes of {project}#{iid}",
-            lambda: list(issue.notes.list(iterator=True, per_page=100)),
+            lambda: list(issue.notes.list(iterator=True, per_page=100, sort="asc")),
         )
-        return any(text in (note.body or "") for note in notes)
+        for note in notes:
+            if text in (note.body or ""):
+                return int(note.id), str(note.body)
+        return None
+
+    def update_note(self, project: str, iid: int, note_id: int, body: str) -> None:
+        proj = self._project(project)
+        self._call(
+            f"note {note_id} on {project}#{iid}",
+            lambda: proj.issues.get(iid, lazy=True).notes.update(note_id, {"body": body}),
+        )
 
 
 def build_client(settings: Settings) -> gitlab.Gitlab:

@@ -1,6 +1,9 @@
 """The sandbox: every local stand-in in one ASGI app on one loopback port.
 
 ``/api/v4/...`` GitLab · ``/<project>/-/issues/<iid>`` an issue as a web page ·
+``/calendar/v3/...`` Google Calendar (``/calendar/`` the launch calendar as a page) ·
+``/slack/webhook/<token>`` a Slack incoming webhook (``/slack/`` what sales received) ·
+``/docs/...``, ``/features``, ``/features/compare`` a small docs site ·
 ``/_sandbox/...`` request log, fault injection, reset · ``/healthz``.
 It is the embedded default (``tminus sandbox``) and the test bed (tests start it in a thread).
 """
@@ -21,6 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandbox.control import Control, ControlMiddleware, control_routes
+from sandbox.docs_site import docs_site_routes
+from sandbox.gcal import GCalStore, gcal_routes
 from sandbox.gitlab import (
     GitLabApi,
     GitLabStore,
@@ -28,6 +33,7 @@ from sandbox.gitlab import (
     gitlab_routes,
     issue_pages,
 )
+from sandbox.slack import SlackStore, slack_routes
 
 
 @dataclass
@@ -35,36 +41,47 @@ class Sandbox:
     app: Any
     control: Control
     gitlab: GitLabStore
+    calendar: GCalStore
+    slack: SlackStore
 
 
 def create_sandbox(
     data_dir: str | Path | None, *, gitlab_token: str | None = None, auto_create: bool = True
 ) -> Sandbox:
     """Build the app. ``data_dir=None`` keeps state in memory (tests that need a blank slate)."""
-    if data_dir is None:
-        db: str | Path = ":memory:"
-    else:
+
+    def db(name: str) -> str | Path:
+        if data_dir is None:
+            return ":memory:"
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-        db = Path(data_dir) / "gitlab.sqlite3"
-    store = GitLabStore(db, auto_create=auto_create)
+        return Path(data_dir) / f"{name}.sqlite3"
+
+    store = GitLabStore(db("gitlab"), auto_create=auto_create)
+    calendar = GCalStore(db("calendar"))
+    slack = SlackStore(db("slack"))
     control = Control()
     api = GitLabApi(store, token=gitlab_token)
 
     def reset() -> None:
         store.reset()
+        calendar.reset()
+        slack.reset()
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "stand_ins": ["gitlab"]})
+        return JSONResponse({"status": "ok", "stand_ins": ["gitlab", "calendar", "slack", "docs"]})
 
     routes = [
         Route("/healthz", healthz),
         *control_routes(control, reset),
         *gitlab_routes(api),
+        *gcal_routes(calendar),
+        *docs_site_routes(),
+        *slack_routes(slack),
         *issue_pages(api),  # last: its paths match almost anything
     ]
     app = Starlette(routes=routes)
     wrapped = ControlMiddleware(RawPathMiddleware(app), control)
-    return Sandbox(app=wrapped, control=control, gitlab=store)
+    return Sandbox(app=wrapped, control=control, gitlab=store, calendar=calendar, slack=slack)
 
 
 def free_port() -> int:

@@ -14,17 +14,19 @@ from prefect.runtime import task_run
 
 from tasks.retry import RETRY_OPTIONS
 from tminus.errors import PermanentError
-from tminus.plan import IssueSpec, Plan
+from tminus.plan import IssueSpec, Plan, key_marker_prefix
 from tminus.reconcile import (
     ActionResult,
     IssueState,
     IssueTracker,
+    IssueWrite,
     Outcome,
     diff_issue,
     drop_write,
     fill_refs,
     new_issue,
 )
+from tminus.request import LaunchRequest
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -180,7 +182,7 @@ def drop_issue(
         # Note first, so a closed issue always says why; a retry (the note may have been
         # posted before the failure) checks GitLab before posting it again.
         note = f"tminus: {reason}. Closed; it reopens if the activity comes back."
-        if task_run.get_run_count() <= 1 or not tracker.has_note(project, existing.iid, note):
+        if task_run.get_run_count() <= 1 or tracker.find_note(project, existing.iid, note) is None:
             tracker.add_note(project, existing.iid, note)
         tracker.update_issue(project, existing.iid, write)
     return result
@@ -203,3 +205,48 @@ def ensure_links(
         outcome=Outcome.created if missing else Outcome.unchanged,
         detail=f"{len(missing)} added" if missing else f"all {len(iids)} linked",
     )
+
+
+CANCELLED_LABEL = "launch-status::cancelled"
+CANCEL_NOTE_MARKER = "tminus:cancelled"
+
+
+@task(name="cancel-launch", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def cancel_launch(tracker: IssueTracker, request: LaunchRequest, reason: str) -> ActionResult:
+    """Mark a launch cancelled on its tracking issue (label and one comment); delete nothing."""
+    key = f"{request.slug}/tracking"
+    found = next(
+        (
+            s
+            for s in tracker.find_issues(
+                request.project, request.launch_label, key_marker_prefix(request.slug)
+            )
+            if s.key == key
+        ),
+        None,
+    )
+    result = ActionResult(
+        key=key,
+        kind="tracking",
+        title=f"Cancel launch {request.slug}",
+        outcome=Outcome.skipped,
+        detail="no tracking issue: nothing to cancel",
+    )
+    if found is None:
+        return result
+    result.url, result.iid = found.web_url, found.iid
+    changed = False
+    if tracker.find_note(request.project, found.iid, CANCEL_NOTE_MARKER) is None:
+        tracker.add_note(
+            request.project,
+            found.iid,
+            f"<!-- {CANCEL_NOTE_MARKER} -->\ntminus: launch "
+            f"cancelled: {reason}. Nothing was deleted; re-run the launch to resume it.",
+        )
+        changed = True
+    if CANCELLED_LABEL not in found.labels:
+        tracker.update_issue(request.project, found.iid, IssueWrite(add_labels=(CANCELLED_LABEL,)))
+        changed = True
+    result.outcome = Outcome.updated if changed else Outcome.unchanged
+    result.detail = "marked cancelled" if changed else "already cancelled"
+    return result

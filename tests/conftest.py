@@ -11,9 +11,10 @@ from typing import Any
 import gitlab
 import httpx
 import pytest
+import yaml
 
 from sandbox.app import Sandbox, ThreadedServer, create_sandbox
-from tminus.playbook import Playbook, load_playbook
+from tminus.playbook import Playbook, default_playbook_path, load_playbook
 from tminus.request import LaunchRequest, load_launch_file
 from tminus.settings import Settings, load_settings
 
@@ -45,7 +46,7 @@ class SandboxClient:
     def clear_log(self) -> None:
         self.http.delete("/_sandbox/requests").raise_for_status()
 
-    def writes(self, prefix: str = "/api/v4") -> list[dict[str, Any]]:
+    def writes(self, prefix: str = "/") -> list[dict[str, Any]]:
         return [
             r
             for r in self.requests()
@@ -65,22 +66,46 @@ def sandbox_server() -> Iterator[SandboxClient]:
 
 @pytest.fixture
 def sandbox(sandbox_server: SandboxClient) -> SandboxClient:
-    """The session's sandbox, emptied: no data, no log, no faults."""
+    """The session's sandbox, emptied: no data, no log, no faults, no Slack rate limit
+    (tests/test_slack.py covers that)."""
     sandbox_server.reset()
+    sandbox_server.sandbox.slack.rate_limit = None
     return sandbox_server
 
 
-@pytest.fixture
-def settings(sandbox: SandboxClient, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings pointing at the sandbox, also exported for flows that load their own."""
-    env = {
-        "TMINUS_GITLAB_URL": sandbox.url,
+@pytest.fixture(scope="session")
+def no_approval_playbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default playbook with no approval gate, for flow tests that are not about it."""
+    data = yaml.safe_load(default_playbook_path().read_text())
+    data["approval_tiers"] = []
+    path = tmp_path_factory.mktemp("playbook") / "no-approval.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def sandbox_env(url: str) -> dict[str, str]:
+    """Every system tminus talks to, pointed at the sandbox at ``url``."""
+    return {
+        "TMINUS_GITLAB_URL": url,
         "TMINUS_GITLAB_TOKEN": "test-token",
+        "TMINUS_GCAL_ENDPOINT": f"{url}/calendar/v3/",
+        "TMINUS_SLACK_WEBHOOK_URL": f"{url}/slack/webhook/sales",
+        "TMINUS_FEATURES_URL": f"{url}/features",
+        "TMINUS_FEATURES_COMPARE_URL": f"{url}/features/compare",
+        "TMINUS_PAGES_ALLOWED_HOSTS": "127.0.0.1",
+        "TMINUS_PAGES_ALLOW_PRIVATE": "true",
         "TMINUS_TIMEZONE": "UTC",
     }
+
+
+@pytest.fixture
+def settings(
+    sandbox: SandboxClient, monkeypatch: pytest.MonkeyPatch, no_approval_playbook: Path
+) -> Settings:
+    """Settings pointing at the sandbox, also exported for flows that load their own."""
+    env = {**sandbox_env(sandbox.url), "TMINUS_PLAYBOOK": str(no_approval_playbook)}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("TMINUS_PLAYBOOK", raising=False)
     return load_settings(env)
 
 

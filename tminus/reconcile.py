@@ -27,6 +27,7 @@ class Outcome(str, Enum):
     updated = "updated"
     unchanged = "unchanged"
     closed = "closed"
+    skipped = "skipped"
     failed = "failed"
 
 
@@ -43,6 +44,7 @@ class IssueState:
     assignee_ids: tuple[int, ...]
     state: str  # "opened" | "closed"
     key: str | None = None
+    assignees: tuple[str, ...] = ()  # usernames
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,10 @@ class IssueTracker(Protocol):
         """Every issue of a launch, open or closed, found by label and by key marker."""
         ...
 
+    def list_issues(
+        self, project: str, labels: list[str], state: str = "opened"
+    ) -> list[IssueState]: ...
+
     def ensure_labels(self, project: str, labels: list[str]) -> list[str]:
         """Create the labels the project lacks; return the ones created."""
         ...
@@ -113,7 +119,11 @@ class IssueTracker(Protocol):
 
     def add_note(self, project: str, iid: int, body: str) -> None: ...
 
-    def has_note(self, project: str, iid: int, text: str) -> bool: ...
+    def find_note(self, project: str, iid: int, text: str) -> tuple[int, str] | None:
+        """The oldest note containing ``text``: (note id, body)."""
+        ...
+
+    def update_note(self, project: str, iid: int, note_id: int, body: str) -> None: ...
 
 
 # --- description handling ----------------------------------------------------------------

@@ -73,6 +73,7 @@ def counts(results: list[ActionResult]) -> dict[str, int]:
 def results_text(results: list[ActionResult]) -> str:
     """Plain text for the terminal: one line per result, failures first."""
     order = {
+        Outcome.skipped: 5,
         Outcome.failed: 0,
         Outcome.created: 1,
         Outcome.updated: 2,

@@ -7,12 +7,15 @@ with their state under ``TMINUS_HOME`` and no credentials.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tminus.errors import SettingsError
 from tminus.validation import describe_validation_error
@@ -43,6 +46,82 @@ class Settings(BaseSettings):
     gitlab_concurrency: int = Field(
         default=4, ge=1, le=32, description="GitLab requests in flight at once, per launch run."
     )
+    calendar_id: str = Field(
+        default="marketing-launches",
+        description="Google Calendar id of the marketing launch calendar.",
+    )
+    gcal_endpoint: str | None = Field(
+        default=None,
+        description="Calendar API endpoint ending in /calendar/v3/. Unset: Google itself, or "
+        "the local stand-in on the embedded default.",
+    )
+    gcal_credentials_file: Path | None = Field(
+        default=None, description="Service-account JSON key file for the Calendar API."
+    )
+    gcal_secret_block: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the service-account JSON "
+        "(instead of a file).",
+    )
+    slack_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="Slack incoming webhook for the sales channel. Unset: the local stand-in "
+        "on the embedded default; otherwise sales is not notified.",
+    )
+    features_url: str | None = Field(
+        default=None, description="The /features page that must list priority features."
+    )
+    features_compare_url: str | None = Field(
+        default=None, description="The /features compare view."
+    )
+    pages_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Hosts page checks may fetch (comma-separated; *.example.com allowed). "
+        "Empty: the hosts of features_url, features_compare_url and nothing else.",
+    )
+    pages_allow_private: bool = Field(
+        default=False,
+        description="Allow page checks to fetch private and loopback addresses (on by "
+        "itself on the embedded default, whose docs site is on 127.0.0.1).",
+    )
+    approval_timeout: int = Field(
+        default=86_400,
+        ge=10,
+        le=30 * 86_400,
+        description="Seconds an approval-gated launch waits for a PMM before giving up.",
+    )
+    launches_dir: Path | None = Field(
+        default=None,
+        description="Folder of launch files; a release whose tag matches one runs it.",
+    )
+    release_owner: str = Field(
+        default="pmm",
+        description="GitLab username owning launches started by a release with no launch file.",
+    )
+    launch_project: str | None = Field(
+        default=None,
+        description="GitLab project for launches started by releases (default: the release's).",
+    )
+    default_tier: str = Field(
+        default="L3", pattern=r"^L[123]$", description="Tier of a release that names none."
+    )
+    project_tiers: Annotated[dict[str, str], NoDecode] = Field(
+        default={},
+        description="Default tier per project: 'group/a=L2,group/b=L1'.",
+    )
+    audit_projects: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="GitLab projects whose open launches the audit checks (comma-separated). "
+        "Empty: the projects of the launch files in launches_dir and examples/, or "
+        "marketing/launches.",
+    )
+    audit_cron: str = Field(
+        default="0 9 * * 1-5", description="When the checklist audit runs (cron, in timezone)."
+    )
+    webhook_token: SecretStr | None = Field(
+        default=None, description="Secret GitLab sends in X-Gitlab-Token to the receiver."
+    )
+    webhook_port: int = Field(default=4282, ge=1024, le=65535, description="Webhook receiver.")
     timezone: str = Field(
         default="UTC", description="Time zone that decides what 'today' is (IANA name)."
     )
@@ -50,6 +129,30 @@ class Settings(BaseSettings):
         default=4280, ge=1024, le=65535, description="Embedded Prefect server."
     )
     sandbox_port: int = Field(default=4281, ge=1024, le=65535, description="Embedded stand-ins.")
+
+    @field_validator("pages_allowed_hosts", "audit_projects", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("project_tiers", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [p.strip() for p in value.split(",") if p.strip()]
+            out = {}
+            for pair in pairs:
+                project, sep, tier = pair.rpartition("=")
+                if not sep or tier.strip() not in ("L1", "L2", "L3"):
+                    raise ValueError(f"{pair!r} is not 'group/project=L1|L2|L3'")
+                out[project.strip()] = tier.strip()
+            return out
+        return value
+
+    def tier_for_project(self, project: str) -> str:
+        return self.project_tiers.get(project, self.default_tier)
 
     @field_validator("timezone")
     @classmethod
@@ -77,15 +180,55 @@ class Settings(BaseSettings):
     def gitlab_base_url(self) -> str:
         return str(self.gitlab_url).rstrip("/") if self.gitlab_url else self.sandbox_url
 
+    @property
+    def gcal_api_endpoint(self) -> str | None:
+        """Where Calendar calls go; None means Google's own endpoint."""
+        if self.gcal_endpoint:
+            return self.gcal_endpoint
+        return f"{self.sandbox_url}/calendar/v3/" if self.embedded else None
+
+    @property
+    def sales_webhook(self) -> str | None:
+        if self.slack_webhook_url:
+            return self.slack_webhook_url.get_secret_value()
+        return f"{self.sandbox_url}/slack/webhook/sales" if self.embedded else None
+
+    @property
+    def features_page(self) -> str | None:
+        if self.features_url:
+            return self.features_url
+        return f"{self.sandbox_url}/features" if self.embedded else None
+
+    @property
+    def features_compare_page(self) -> str | None:
+        if self.features_compare_url:
+            return self.features_compare_url
+        return f"{self.sandbox_url}/features/compare" if self.embedded else None
+
+    @property
+    def page_hosts(self) -> list[str]:
+        """Hosts page checks may fetch."""
+        if self.pages_allowed_hosts:
+            return self.pages_allowed_hosts
+        pages = (self.features_page, self.features_compare_page)
+        hosts = {urlsplit(u).hostname for u in pages if u}
+        return sorted(h for h in hosts if h)
+
+    @property
+    def page_private_ok(self) -> bool:
+        return self.pages_allow_private or self.embedded
+
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build settings from ``environ`` (default: the process environment).
 
     Tests pass an explicit mapping; errors name the environment variable.
     """
+    if environ is None:
+        environ = os.environ
     try:
-        if environ is None:
-            return Settings()
+        # Validate the variables as plain strings (no JSON decoding of list settings), the
+        # same way whether they come from the process or from a test.
         values = {
             k[len(ENV_PREFIX) :].lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX)
         }

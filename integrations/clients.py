@@ -1,0 +1,29 @@
+"""The one place clients of external systems are built from settings.
+
+Secrets (GitLab token, Slack webhook URL, Calendar credentials) are unwrapped here and nowhere
+else; flows and tasks receive ready adapters.
+"""
+
+from __future__ import annotations
+
+from integrations.gcal import build_calendar as build_calendar
+from integrations.gitlab import GitLabTracker
+from integrations.gitlab import build_tracker as build_tracker
+from integrations.pages import PageChecker
+from integrations.slack import SlackNotifier
+from tminus.settings import Settings
+
+
+def build_checker(settings: Settings) -> PageChecker:
+    return PageChecker(
+        allowed_hosts=settings.page_hosts,
+        allow_private=settings.page_private_ok,
+    )
+
+
+def build_notifier(settings: Settings) -> SlackNotifier | None:
+    url = settings.sales_webhook
+    return SlackNotifier(url) if url else None
+
+
+__all__ = ["GitLabTracker", "build_calendar", "build_checker", "build_notifier", "build_tracker"]

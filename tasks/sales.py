@@ -1,0 +1,84 @@
+"""Prefect tasks for the sales notification: decide, post, record.
+
+Slack incoming webhooks cannot be read back, so what sales was told is recorded as one note
+on the launch's tracking issue in GitLab. That note, not a local cache, is what makes the
+notification "one message per launch, whatever the number of re-runs": a re-run reads it,
+and sends nothing unless the tier or the date moved (then one correction).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from integrations.slack import SlackNotifier
+from tasks.retry import RETRY_OPTIONS
+from tminus.plan import Plan
+from tminus.reconcile import ActionResult, IssueTracker, Outcome
+from tminus.sales import SentRecord, needs_message, parse_record, render_record, sent_record
+
+SALES_NOTE_MARKER = "tminus:sales-notified"
+
+
+@task(name="sales-decision", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def sales_decision(
+    tracker: IssueTracker, plan: Plan, tracking_iid: int
+) -> tuple[str | None, SentRecord | None, int | None]:
+    """(what to send: "announce" | "correct" | None, what was sent before, its note id)."""
+    found = tracker.find_note(plan.request.project, tracking_iid, SALES_NOTE_MARKER)
+    previous = parse_record(found[1]) if found else None
+    decision = needs_message(previous, sent_record(plan.request))
+    return decision, previous, (found[0] if found else None)
+
+
+@task(name="post-sales-message", cache_policy=NO_CACHE)
+def post_sales_message(notifier: SlackNotifier, payload: dict[str, object]) -> None:
+    """Post to the sales channel. No Prefect retries: the notifier retries 429 and 5xx
+    itself, and a repeat after an unknown outcome would be a second message to sales."""
+    notifier.post(payload)
+
+
+@task(name="record-sales-message", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def record_sales_message(
+    tracker: IssueTracker,
+    plan: Plan,
+    tracking_iid: int,
+    decision: str,
+    note_id: int | None,
+    previous_body: str | None,
+) -> None:
+    """Write (or update in place) the tracking issue's note saying what sales was told."""
+    request = plan.request
+    record = sent_record(request)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    verb = "Sales notified" if decision == "announce" else "Correction sent to sales"
+    line = f"- {stamp}: {verb}: {request.tier.value}, launch day {request.launch_date}"
+    history = []
+    if previous_body:
+        history = [ln for ln in previous_body.splitlines() if ln.startswith("- ")]
+    body = "\n".join(
+        [
+            render_record(record),
+            "**Sales notification** (kept up to date by tminus)",
+            "",
+            *history,
+            line,
+        ]
+    )
+    if note_id is None:
+        tracker.add_note(request.project, tracking_iid, body)
+    else:
+        tracker.update_note(request.project, tracking_iid, note_id, body)
+
+
+def outcome_for(decision: str | None) -> Outcome:
+    return {None: Outcome.unchanged, "announce": Outcome.created}.get(decision, Outcome.updated)
+
+
+def sales_result(plan: Plan, outcome: Outcome, detail: str, url: str | None = None) -> ActionResult:
+    key = plan.notification.key if plan.notification else f"{plan.request.slug}/notify"
+    return ActionResult(
+        key=key, kind="sales", title="Sales notification", outcome=outcome, url=url, detail=detail
+    )

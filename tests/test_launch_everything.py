@@ -1,0 +1,158 @@
+"""One launch run does everything its tier asks for: issues, calendar, page checks, sales."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+
+from flows.launch import launch
+from tminus.request import LaunchRequest
+from tminus.settings import Settings
+
+from .conftest import SandboxClient
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+EMBEDDED = "http://127.0.0.1:4281"
+
+
+def retarget(request: LaunchRequest, url: str) -> LaunchRequest:
+    """The example's docs links point at the embedded sandbox; point them at this one."""
+    data = request.model_dump(mode="json")
+    for feature in data["features"]:
+        feature["docs_urls"] = [u.replace(EMBEDDED, url) for u in feature["docs_urls"]]
+    if data.get("blog_url"):
+        data["blog_url"] = data["blog_url"].replace(EMBEDDED, url)
+    return LaunchRequest.model_validate(data)
+
+
+def events(sandbox: SandboxClient) -> dict[str, dict[str, Any]]:
+    out = {}
+    for event in sandbox.sandbox.calendar.events("marketing-launches"):
+        key = event["extendedProperties"]["private"]["tminus_key"]
+        out[key] = event
+    return out
+
+
+def messages(sandbox: SandboxClient) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = sandbox.http.get("/slack/messages").json()
+    return rows
+
+
+def rows(result: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [r for r in result["results"] if r["kind"] == kind]
+
+
+def test_launch_fills_calendar_checks_pages_and_tells_sales_once(
+    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest
+) -> None:
+    request = retarget(l1, sandbox.url)
+    result = launch(request=request)
+
+    cal = events(sandbox)
+    assert set(cal) == {
+        "code-review-agent/calendar/launch-day",
+        "code-review-agent/calendar/sales-training",
+        "code-review-agent/calendar/livestream-event",
+    }
+    launch_day = cal["code-review-agent/calendar/launch-day"]
+    assert launch_day["start"] == {"date": "2027-03-16"}
+    assert launch_day["end"] == {"date": "2027-03-17"}  # all-day: exclusive end
+    assert cal["code-review-agent/calendar/sales-training"]["start"] == {"date": "2027-03-09"}
+
+    pages = {r["title"]: r for r in rows(result, "page")}
+    failing = {t: r["detail"] for t, r in pages.items() if r["outcome"] == "failed"}
+    assert set(failing) == {
+        "Docs mention Review policies",
+        "/features lists AI code review, Review policies",
+        "/features compare view lists AI code review, Review policies",
+    }
+    assert "Review policies" in failing["Docs mention Review policies"]
+    assert pages["Docs mention Code Review Agent"]["outcome"] == "unchanged"
+
+    sent = messages(sandbox)
+    assert len(sent) == 1
+    assert "Code Review Agent" in sent[0]["payload"]["text"]
+    assert rows(result, "sales")[0]["outcome"] == "created"
+
+    sandbox.clear_log()
+    again = launch(request=request)
+    assert sandbox.writes() == []  # GitLab, Calendar and Slack
+    assert len(messages(sandbox)) == 1
+    assert rows(again, "sales")[0]["outcome"] == "unchanged"
+
+
+def test_moved_date_moves_everything_and_sends_one_correction(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    request = retarget(l2, sandbox.url)
+    launch(request=request)
+    before = events(sandbox)
+    moved = request.model_copy(update={"launch_date": request.launch_date + timedelta(days=7)})
+    result = launch(request=moved)
+    after = events(sandbox)
+    assert before.keys() == after.keys()
+    for key, event in after.items():
+        old = date.fromisoformat(before[key]["start"]["date"])
+        assert event["start"]["date"] == (old + timedelta(days=7)).isoformat()
+        assert event["id"] == before[key]["id"]
+    sent = messages(sandbox)
+    assert len(sent) == 2
+    assert "Correction" in sent[1]["payload"]["text"]
+    assert rows(result, "sales")[0]["outcome"] == "updated"
+    launch(request=moved)
+    assert len(messages(sandbox)) == 2  # the correction is sent once
+
+
+def test_private_docs_address_is_refused_unfetched(
+    sandbox: SandboxClient,
+    settings: Settings,
+    l3: LaunchRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TMINUS_PAGES_ALLOW_PRIVATE", "false")
+    request = retarget(l3, sandbox.url)
+    result = launch(request=request)
+    (docs,) = [r for r in rows(result, "page") if r["title"].startswith("Docs")]
+    assert docs["outcome"] == "failed" and "private" in docs["detail"]
+    assert not [r for r in sandbox.requests() if r["path"].startswith("/docs")]
+
+
+def test_l1_sales_message_waits_for_approval(
+    sandbox: SandboxClient,
+    settings: Settings,
+    l1: LaunchRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    monkeypatch.delenv("TMINUS_PLAYBOOK")  # the default playbook: L1 needs approval
+    request = retarget(l1, sandbox.url)
+    done: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: done.update(result=launch(request=request)))
+    worker.start()
+    paused = None
+    with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 60
+        while paused is None and time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type={"any_": [StateType.PAUSED]})
+                )
+            )
+            paused = runs[0] if runs else None
+            time.sleep(0.3)
+    assert paused is not None, "the launch never paused for approval"
+    assert messages(sandbox) == []  # nothing sent before approval
+    assert events(sandbox)  # the rest of the launch was done meanwhile
+    resume_flow_run(paused.id, run_input={"approve": True, "comment": "ship it"})
+    worker.join(timeout=60)
+    assert rows(done["result"], "sales")[0]["outcome"] == "created"
+    assert len(messages(sandbox)) == 1
