@@ -83,7 +83,40 @@ def services(settings: Settings) -> list[Service]:
     return out
 
 
+def receiver_service(settings: Settings) -> Service:
+    """The GitLab webhook receiver, as a background service (``tminus serve`` / ``demo``)."""
+    url = f"http://127.0.0.1:{settings.webhook_port}"
+    return Service(
+        name="webhook",
+        url=url,
+        health=f"{url}/healthz",
+        argv=[sys.executable, "-m", "tminus.cli", "webhook", "--port", str(settings.webhook_port)],
+        env={"TMINUS_HOME": str(settings.home.resolve()), **_prefect_api_env(settings)},
+    )
+
+
+def runner_service(settings: Settings) -> Service:
+    """``tminus serve`` itself in the background (``tminus demo``); healthy once the launch
+    deployment is registered."""
+    return Service(
+        name="runner",
+        url=settings.prefect_url,
+        health="",
+        argv=[sys.executable, "-m", "tminus.cli", "serve", "--no-receiver"],
+        env={"TMINUS_HOME": str(settings.home.resolve()), **_prefect_api_env(settings)},
+    )
+
+
+def _prefect_api_env(settings: Settings) -> dict[str, str]:
+    if "PREFECT_API_URL" in os.environ:
+        return {"PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
+    api = f"{settings.prefect_url}/api"
+    return {**prefect_env(settings.home.resolve()), "PREFECT_API_URL": api}
+
+
 def _healthy(url: str) -> bool:
+    if not url:
+        return False
     try:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
@@ -94,14 +127,25 @@ def _pidfile(settings: Settings, name: str) -> Path:
     return settings.home.resolve() / "run" / f"{name}.pid"
 
 
-def up(settings: Settings, timeout: float = 90) -> list[Service]:
+def _alive(settings: Settings, name: str) -> bool:
+    pidfile = _pidfile(settings, name)
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def up(
+    settings: Settings, timeout: float = 90, extra: list[Service] | None = None
+) -> list[Service]:
     """Start the services that are not answering yet; wait until all answer."""
     home = settings.home.resolve()
     (home / "run").mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(parents=True, exist_ok=True)
-    wanted = services(settings)
+    wanted = services(settings) + (extra or [])
     for svc in wanted:
-        if _healthy(svc.health):
+        if _healthy(svc.health) or (not svc.health and _alive(settings, svc.name)):
             continue
         log = open(home / "logs" / f"{svc.name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
@@ -115,7 +159,7 @@ def up(settings: Settings, timeout: float = 90) -> list[Service]:
         _pidfile(settings, svc.name).write_text(str(proc.pid))
     deadline = time.monotonic() + timeout
     for svc in wanted:
-        while not _healthy(svc.health):
+        while svc.health and not _healthy(svc.health):
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"{svc.name} did not answer at {svc.health} within {timeout:.0f} s; "
@@ -128,7 +172,7 @@ def up(settings: Settings, timeout: float = 90) -> list[Service]:
 def down(settings: Settings) -> list[str]:
     """Stop the services `up` started (by pid file). Returns the names stopped."""
     stopped = []
-    for name in ("sandbox", "prefect"):
+    for name in ("runner", "webhook", "sandbox", "prefect"):
         pidfile = _pidfile(settings, name)
         if not pidfile.exists():
             continue
@@ -143,4 +187,8 @@ def down(settings: Settings) -> list[str]:
 
 
 def status(settings: Settings) -> dict[str, tuple[str, bool]]:
-    return {svc.name: (svc.url, _healthy(svc.health)) for svc in services(settings)}
+    out = {svc.name: (svc.url, _healthy(svc.health)) for svc in services(settings)}
+    hook = receiver_service(settings)
+    out["webhook"] = (hook.url, _healthy(hook.health))
+    out["runner"] = ("tminus serve", _alive(settings, "runner"))
+    return out

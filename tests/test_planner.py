@@ -9,7 +9,7 @@ import pytest
 
 from tminus.errors import LaunchFileError
 from tminus.plan import REF_PATTERN, IssueRole
-from tminus.planner import plan_launch
+from tminus.planner import fit_to_tier, plan_launch
 from tminus.playbook import Frequency, Kind, Playbook
 from tminus.request import LaunchRequest, Tier
 
@@ -202,3 +202,17 @@ def test_approval_follows_playbook_tiers(playbook: Playbook, l1: LaunchRequest) 
 def test_planner_reads_no_clock(playbook: Playbook, l1: LaunchRequest) -> None:
     far = plan_launch(l1, playbook, date(2000, 1, 1))
     assert far.today == date(2000, 1, 1) and far.warnings == ()
+
+
+def test_fit_to_tier_drops_options_the_new_tier_does_not_take(
+    playbook: Playbook, l2: LaunchRequest
+) -> None:
+    as_l1, notes = fit_to_tier(l2.model_copy(update={"tier": Tier.L1}), playbook)
+    assert as_l1.optional_activities == []
+    assert notes == [
+        "optional activity 'features-page' is always on for L1; ignored",
+        "optional activity 'features-page-check' is always on for L1; ignored",
+    ]
+    plan_launch(as_l1, playbook, TODAY)  # plannable now
+    same, none = fit_to_tier(l2, playbook)
+    assert same == l2 and none == []

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -163,6 +164,96 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _webhook_config(settings: Settings) -> Any:
+    from deployments.webhook import WebhookConfig
+
+    return WebhookConfig(
+        token=settings.webhook_token,
+        prefect_api_url=os.environ["PREFECT_API_URL"],
+        db_path=settings.home.resolve() / "webhook" / "outbox.sqlite3",
+    )
+
+
+def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
+    from deployments.webhook import serve
+
+    _use_embedded_prefect(settings)
+    config = _webhook_config(settings)
+    config.db_path.parent.mkdir(parents=True, exist_ok=True)
+    port = args.port or settings.webhook_port
+    print(
+        f"tminus webhook receiver on http://127.0.0.1:{port}/hooks/gitlab (events to "
+        f"{config.prefect_api_url}); Ctrl-C stops it",
+        file=sys.stderr,
+    )
+    serve(config, port=port)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from deployments.embedded import receiver_service, up
+    from deployments.serve import serve_all
+
+    _start_services(settings)
+    if not args.no_receiver:
+        up(settings, extra=[receiver_service(settings)])
+        print(
+            f"Webhook URL: http://127.0.0.1:{settings.webhook_port}/hooks/gitlab"
+            f"{'' if settings.webhook_token else ' (no TMINUS_WEBHOOK_TOKEN set)'}"
+        )
+    print(f"Prefect UI:  {_ui_url()} (deployments launch, on-release, audit)")
+    serve_all(settings)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    _start_services(settings)
+    from flows.audit import audit
+
+    rows = audit(projects=args.project or None)
+    for row in rows:
+        print(
+            f"  {row.get('status', '?'):<9} {row.get('readiness', '-'):>3}%  "
+            f"{row.get('launch')}  done {row.get('done', '-')}, overdue "
+            f"{row.get('overdue', '-')}, reminded {row.get('reminded', 0)}  "
+            f"{row.get('tracking_issue', row.get('detail', ''))}"
+        )
+    if not rows:
+        print("No open launches.")
+    print(f"Prefect UI: {_ui_url()}")
+    return 0
+
+
+def cmd_calendar_export(args: argparse.Namespace, settings: Settings) -> int:
+    from integrations.ics import launch_calendar_ics
+    from tminus.planner import plan_launch
+
+    files = args.files or sorted(
+        str(p) for p in (settings.launches_dir or Path("examples")).glob("*.y*ml")
+    )
+    today = _today(settings, None)
+    plans = []
+    for path in files:
+        request, playbook = _load(path, settings)
+        plans.append(plan_launch(request, playbook, today))
+    data = launch_calendar_ics(plans, now=datetime.now(ZoneInfo("UTC")))
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        Path(args.output).write_bytes(data)
+        events = sum(len(p.calendar) for p in plans)
+        print(f"wrote {args.output}: {events} events from {len(plans)} launches")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from deployments.demo import run_demo
+
+    request, _ = _load(args.file, settings)
+    _start_services(settings)
+    return run_demo(settings, request, _ui_url())
+
+
 def cmd_playbook(args: argparse.Namespace, settings: Settings) -> int:
     from tminus.playbook import load_playbook
     from tminus.request import Tier
@@ -220,6 +311,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_down)
     p = sub.add_parser("status", help="show the local services and whether they answer")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve the launch, on-release and audit deployments (and "
+        "the webhook receiver) until interrupted",
+    )
+    p.add_argument("--no-receiver", action="store_true", help="do not start the webhook receiver")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("webhook", help="run the GitLab webhook receiver in the foreground")
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default TMINUS_WEBHOOK_PORT)")
+    p.set_defaults(func=cmd_webhook)
+
+    p = sub.add_parser("audit", help="run the checklist audit of every open launch once")
+    p.add_argument(
+        "--project",
+        action="append",
+        help="GitLab project to audit (repeatable; default TMINUS_AUDIT_PROJECTS)",
+    )
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser(
+        "demo",
+        help="start everything in the background (Prefect, stand-ins, "
+        "receiver, deployments) and run the L1 example from its deployment",
+    )
+    p.add_argument("file", nargs="?", default="examples/l1.yaml", help="launch file")
+    p.set_defaults(func=cmd_demo)
+
+    cal = sub.add_parser("calendar", help="the marketing launch calendar")
+    cal_sub = cal.add_subparsers(dest="calendar_command", required=True, metavar="COMMAND")
+    p = cal_sub.add_parser("export", help="write the launch calendar as iCalendar (RFC 5545)")
+    p.add_argument(
+        "files", nargs="*", help="launch files (default: TMINUS_LAUNCHES_DIR or examples/)"
+    )
+    p.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_calendar_export)
 
     p = sub.add_parser("playbook", help="show (and validate) a playbook's activity matrix")
     p.add_argument(

@@ -8,6 +8,7 @@ issues instead of creating new ones.
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import date
 from enum import Enum
@@ -130,3 +131,20 @@ def key_marker(key: str) -> str:
 
 
 KEY_MARKER_PATTERN = re.compile(r"<!-- tminus:key=([a-z0-9/-]+)\b[^>]*-->")
+REQUEST_MARKER_PATTERN = re.compile(r"<!-- tminus:request ([A-Za-z0-9_=-]+) -->")
+
+
+def request_marker(request: LaunchRequest) -> str:
+    """The launch request, hidden in the tracking issue so the audit can re-plan the launch."""
+    data = base64.urlsafe_b64encode(request.model_dump_json().encode()).decode()
+    return f"<!-- tminus:request {data} -->"
+
+
+def request_from_description(description: str) -> LaunchRequest | None:
+    match = REQUEST_MARKER_PATTERN.search(description or "")
+    if not match:
+        return None
+    try:
+        return LaunchRequest.model_validate_json(base64.urlsafe_b64decode(match.group(1)))
+    except ValueError:
+        return None

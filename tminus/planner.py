@@ -17,6 +17,7 @@ from tminus.plan import (
     NotificationSpec,
     Plan,
     ref_placeholder,
+    request_marker,
 )
 from tminus.playbook import Activity, Frequency, Kind, Playbook, render, template_context
 from tminus.request import LaunchRequest
@@ -58,6 +59,26 @@ def check_request(
             )
     if problems:
         raise LaunchFileError(source, problems)
+
+
+def fit_to_tier(request: LaunchRequest, playbook: Playbook) -> tuple[LaunchRequest, list[str]]:
+    """Drop optional activities the (changed) tier makes always-on or unavailable.
+
+    For a tier decided elsewhere (a release's Launch-Tier line overriding a launch file);
+    a launch file's own mistakes still fail in ``check_request``.
+    """
+    keep, notes = [], []
+    for key in request.optional_activities:
+        try:
+            freq = playbook.activity(key).frequency(request.tier)
+        except KeyError:
+            freq = None
+        if freq is Frequency.sometimes:
+            keep.append(key)
+        else:
+            state = "always on" if freq is Frequency.always else "not available"
+            notes.append(f"optional activity {key!r} is {state} for {request.tier.value}; ignored")
+    return request.model_copy(update={"optional_activities": keep}), notes
 
 
 def applies(activity: Activity, request: LaunchRequest) -> bool:
@@ -218,7 +239,9 @@ def plan_launch(request: LaunchRequest, playbook: Playbook, today: date) -> Plan
         key=f"{slug}/tracking",
         role=IssueRole.tracking,
         title=render(playbook.tracking_issue.title, tracking_ctx),
-        description=render(playbook.tracking_issue.description, tracking_ctx),
+        description=render(playbook.tracking_issue.description, tracking_ctx)
+        + "\n\n"
+        + request_marker(request),
         labels=labels(["launch-issue::tracking"]),
         due_date=request.launch_date,
         assignee=request.owner,

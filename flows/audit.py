@@ -1,0 +1,172 @@
+"""The checklist audit flow: readiness of every open launch, on a schedule.
+
+No ``from __future__ import annotations`` (deployment runs validate parameters against the
+flow's signature).
+"""
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from integrations.clients import build_calendar, build_checker, build_tracker
+from tasks.retry import RETRY_OPTIONS
+from tminus.audit import (
+    AUDIT_NOTE_MARKER,
+    STATUS_LABEL_PREFIX,
+    STATUSES,
+    audit_launch,
+    audit_note,
+    reminder_marker,
+    reminder_note,
+)
+from tminus.plan import key_marker_prefix, request_from_description
+from tminus.planner import plan_launch
+from tminus.playbook import Playbook, load_playbook
+from tminus.reconcile import IssueState, IssueTracker, IssueWrite, Outcome
+from tminus.settings import Settings, load_settings
+
+TRACKING_LABEL = "launch-issue::tracking"
+
+
+@task(
+    name="audit-launch",
+    task_run_name="audit {tracking.web_url}",
+    cache_policy=NO_CACHE,
+    **RETRY_OPTIONS,
+)
+def audit_one(
+    tracker: IssueTracker,
+    settings: Settings,
+    playbook: Playbook,
+    project: str,
+    tracking: IssueState,
+    today_iso: str,
+) -> dict[str, Any]:
+    """Audit one launch; update its audit note and status label; remind owners of overdue work
+    (at most once a day per issue). Returns a row of the audit table."""
+    from datetime import date
+
+    today = date.fromisoformat(today_iso)
+    request = request_from_description(tracking.description)
+    if request is None:
+        return {
+            "launch": tracking.web_url,
+            "status": "unknown",
+            "detail": "tracking issue has no launch record (created by another tool?)",
+        }
+    plan = plan_launch(request, playbook, today)
+    issues = tracker.find_issues(project, request.launch_label, key_marker_prefix(request.slug))
+
+    pages_failing: list[str] = []
+    pages_total = 0
+    if plan.checks:
+        from tasks.pages import run_page_checks
+
+        page_results = run_page_checks(build_checker(settings), plan, settings)
+        pages_total = len(page_results)
+        pages_failing = [
+            f"{r.title}: {r.detail}" for r in page_results if r.outcome is Outcome.failed
+        ]
+    calendar_drift = 0
+    try:
+        cal = build_calendar(settings).reconcile(
+            settings.calendar_id, request.slug, list(plan.calendar), dry_run=True
+        )
+        calendar_drift = sum(1 for r in cal if r.outcome is not Outcome.unchanged)
+    except Exception as exc:  # the calendar being down must not stop the audit
+        get_run_logger().warning("Calendar check of %s failed: %s", request.slug, exc)
+
+    audit = audit_launch(
+        request.slug,
+        request.title,
+        request.launch_date,
+        issues,
+        today,
+        pages_total=pages_total,
+        pages_failing=pages_failing,
+        calendar_drift=calendar_drift,
+    )
+    body = audit_note(audit, request.owner)
+    found = tracker.find_note(project, tracking.iid, AUDIT_NOTE_MARKER)
+    if found is None:
+        tracker.add_note(project, tracking.iid, body)
+    elif found[1].strip() != body.strip():
+        tracker.update_note(project, tracking.iid, found[0], body)
+
+    want = f"{STATUS_LABEL_PREFIX}{audit.status}"
+    stale = tuple(
+        f"{STATUS_LABEL_PREFIX}{s}"
+        for s in STATUSES
+        if s != audit.status and f"{STATUS_LABEL_PREFIX}{s}" in tracking.labels
+    )
+    if want not in tracking.labels or stale:
+        tracker.update_issue(
+            project,
+            tracking.iid,
+            IssueWrite(
+                add_labels=(want,) if want not in tracking.labels else (), remove_labels=stale
+            ),
+        )
+
+    reminded = 0
+    for item in audit.overdue:
+        if tracker.find_note(project, item.issue.iid, reminder_marker(today)) is None:
+            tracker.add_note(project, item.issue.iid, reminder_note(item, request.owner, today))
+            reminded += 1
+    return {
+        "launch": request.slug,
+        "title": request.title,
+        "launch_date": str(request.launch_date),
+        "status": audit.status,
+        "readiness": audit.readiness,
+        "done": f"{audit.done}/{audit.total}",
+        "overdue": len(audit.overdue),
+        "reminded": reminded,
+        "pages_failing": len(audit.pages_failing),
+        "calendar_drift": audit.calendar_drift,
+        "tracking_issue": tracking.web_url,
+    }
+
+
+def audit_projects(settings: Settings) -> list[str]:
+    if settings.audit_projects:
+        return settings.audit_projects
+    return [settings.launch_project or "marketing/launches"]
+
+
+@flow(name="audit", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
+def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
+    """Audit every open launch (each open tracking issue): share of activities done, overdue
+    activities, pages re-checked, calendar drift, a readiness score. Updates one audit note per
+    launch in place, sets `launch-status::on-track | at-risk | ready`, reminds owners of overdue
+    work at most once a day, and publishes the table under the artifact key `launch-audit`.
+    """
+    logger = get_run_logger()
+    settings = load_settings()
+    playbook = load_playbook(settings.playbook)
+    today = datetime.now(ZoneInfo(settings.timezone)).date()
+    tracker = build_tracker(settings)
+    futures = []
+    for project in projects or audit_projects(settings):
+        for tracking in tracker.list_issues(project, [TRACKING_LABEL], state="opened"):
+            futures.append(
+                audit_one.submit(tracker, settings, playbook, project, tracking, today.isoformat())
+            )
+    rows = []
+    for future in futures:
+        try:
+            rows.append(future.result())
+        except Exception as exc:
+            rows.append({"launch": "?", "status": "failed", "detail": str(exc)})
+    create_table_artifact(
+        key="launch-audit",
+        table=rows or [{"launch": "none", "status": "no open launches"}],
+        description=f"Launch readiness on {today}",
+    )
+    logger.info("Audited %d launches", len(rows))
+    return rows

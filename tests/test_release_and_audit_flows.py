@@ -1,0 +1,130 @@
+"""The on-release and audit flows, run for real on the Prefect test server."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+
+from flows.audit import audit
+from flows.launch import launch
+from flows.on_release import on_release
+from tminus.release import Release
+from tminus.request import LaunchRequest
+from tminus.settings import Settings
+
+from .conftest import SandboxClient
+from .test_launch_everything import retarget
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+PROJECT = "marketing/launches"
+RELEASE = {
+    "action": "create",
+    "tag": "v1.1",
+    "name": "v1.1",
+    "description": "v1.1 has been released",
+    "url": "https://example.com/gitlab-org/release-webhook-example/-/releases/v1.1",
+    "released_at": "2027-05-04T12:55:12+00:00",
+    "project": {"id": 2, "path_with_namespace": "gitlab-org/release-webhook-example"},
+    "instance": "https://gitlab.example.com",
+    "delivery": "f5e5f430",
+}
+
+
+def tracking_issue(sandbox: SandboxClient, project: str = PROJECT) -> Any:
+    issues = (
+        sandbox.gitlab()
+        .projects.get(project)
+        .issues.list(labels=["launch-issue::tracking"], get_all=True, state="all")
+    )
+    assert len(issues) == 1
+    return issues[0]
+
+
+def test_release_creates_updates_and_cancels_a_launch(
+    sandbox: SandboxClient, settings: Settings
+) -> None:
+    first = on_release(release=Release.model_validate(RELEASE))
+    assert first["tier"] == "L3"
+    assert first["tier_rule"] == "default tier of project gitlab-org/release-webhook-example"
+    project = "gitlab-org/release-webhook-example"
+    assert tracking_issue(sandbox, project).title.startswith("Launch: v1.1 (L3")
+
+    update = {**RELEASE, "action": "update", "description": "Bigger.\nLaunch-Tier: L2"}
+    second = on_release(release=Release.model_validate(update))
+    assert second["tier"] == "L2" and second["tier_rule"].startswith("Launch-Tier line")
+    assert "launch-tier::L2" in tracking_issue(sandbox, project).labels
+
+    sandbox.clear_log()
+    delete = {**RELEASE, "action": "delete", "description": "Launch-Tier: L2"}
+    gone = on_release(release=Release.model_validate(delete))
+    assert gone["cancelled"] == "updated"
+    tracking = tracking_issue(sandbox, project)
+    assert "launch-status::cancelled" in tracking.labels and tracking.state == "opened"
+    assert not [r for r in sandbox.requests() if r["method"] == "DELETE"]
+    assert any("cancelled" in n.body for n in tracking.notes.list(get_all=True))
+    again = on_release(release=Release.model_validate(delete))
+    assert again["cancelled"] == "unchanged"  # one comment, however often
+
+
+def test_release_runs_its_launch_file(
+    sandbox: SandboxClient,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    l2: LaunchRequest,
+) -> None:
+    (tmp_path / "merge-trains.yaml").write_text(
+        retarget(l2, sandbox.url).model_dump_json()  # JSON is YAML
+    )
+    monkeypatch.setenv("TMINUS_LAUNCHES_DIR", str(tmp_path))
+    result = on_release(release=Release.model_validate({**RELEASE, "tag": "v17.9.0"}))
+    assert result["launch"] == "merge-trains-ga"
+    assert result["tier_rule"] == f"launch file {tmp_path / 'merge-trains.yaml'}"
+
+
+def soon(request: LaunchRequest, sandbox: SandboxClient, days: int) -> LaunchRequest:
+    moved = request.model_copy(update={"launch_date": date.today() + timedelta(days=days)})
+    return retarget(moved, sandbox.url)
+
+
+def test_audit_marks_overdue_work_at_risk_and_reminds_once(
+    sandbox: SandboxClient, settings: Settings, l3: LaunchRequest
+) -> None:
+    request = soon(l3, sandbox, days=10)  # activities with more than 10 days lead are late
+    launch(request=request)
+    rows = audit(projects=[PROJECT])
+    (row,) = rows
+    assert row["status"] == "at-risk" and row["overdue"] == 4  # blog, docs, legal, sister
+    assert row["reminded"] == 4
+    tracking = tracking_issue(sandbox)
+    assert "launch-status::at-risk" in tracking.labels
+    notes = [n for n in tracking.notes.list(get_all=True) if "tminus:audit" in n.body]
+    assert len(notes) == 1 and "Launch readiness" in notes[0].body
+
+    sandbox.clear_log()
+    (again,) = audit(projects=[PROJECT])
+    assert again["reminded"] == 0  # at most once a day
+    assert not [r for r in sandbox.writes("/api/v4") if r["method"] == "POST"]
+    notes = [
+        n for n in tracking_issue(sandbox).notes.list(get_all=True) if "tminus:audit" in n.body
+    ]
+    assert len(notes) == 1  # the same note, not a new one
+
+    project = sandbox.gitlab().projects.get(PROJECT)
+    for issue in project.issues.list(get_all=True, labels=["launch-issue::activity"]):
+        issue.state_event = "close"
+        issue.save()
+    for issue in project.issues.list(get_all=True, labels=["launch-issue::sister"]):
+        issue.state_event = "close"
+        issue.save()
+    (done,) = audit(projects=[PROJECT])
+    assert done["status"] == "ready" and done["readiness"] == 100
+    labels = tracking_issue(sandbox).labels
+    assert "launch-status::ready" in labels and "launch-status::at-risk" not in labels
+
+
+def test_audit_with_no_launches(sandbox: SandboxClient, settings: Settings) -> None:
+    assert audit(projects=[PROJECT]) == []
