@@ -1,0 +1,206 @@
+"""End to end, as users run it: `tminus serve` and `tminus webhook` as real processes on the
+session's Prefect server; a GitLab delivery starts a run through the deployment trigger; the
+audit deployment runs on its schedule."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox.app import free_port
+
+from .conftest import ROOT, SandboxClient, sandbox_env
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "e2e-hook-secret"
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def delivery() -> tuple[dict[str, Any], dict[str, str]]:
+    payload = json.loads((FIXTURES / "gitlab_release_create.json").read_text())
+    headers = json.loads((FIXTURES / "gitlab_webhook_headers_release.json").read_text())
+    headers["X-Gitlab-Token"] = TOKEN
+    return payload, headers
+
+
+@pytest.fixture(scope="module")
+def real_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `prefect server start` with all its services (the test harness runs no
+    scheduler), on its own SQLite file, its scheduler looping every 2 s."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    port = free_port()
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=open(home / "server.log", "wb"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    wait_for(lambda: _up(api.removesuffix("/api") + "/api", "/health"), 90, "the Prefect server")
+    with temporary_settings({PREFECT_API_URL: api}):
+        yield api
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(
+    real_prefect: str,
+    sandbox_server: SandboxClient,
+    no_approval_playbook: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Any]]:
+    sandbox_server.reset()
+    sandbox_server.sandbox.slack.rate_limit = None
+    port = free_port()
+    env = {
+        **os.environ,
+        **sandbox_env(sandbox_server.url),
+        "PREFECT_API_URL": real_prefect,
+        "TMINUS_HOME": str(tmp_path_factory.mktemp("home")),
+        "TMINUS_PLAYBOOK": str(no_approval_playbook),
+        "TMINUS_WEBHOOK_TOKEN": TOKEN,
+        "TMINUS_WEBHOOK_PORT": str(port),
+        "TMINUS_AUDIT_CRON": "* * * * *",
+        "TMINUS_AUDIT_PROJECTS": "marketing/launches",
+    }
+    logs = tmp_path_factory.mktemp("logs")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tminus.cli", *argv],
+            cwd=ROOT,
+            env=env,
+            stdout=open(logs / f"{name}.log", "wb"),
+            stderr=subprocess.STDOUT,  # noqa: SIM115
+            start_new_session=True,
+        )
+        for name, argv in (
+            ("serve", ["serve", "--no-receiver"]),
+            ("webhook", ["webhook", "--port", str(port)]),
+        )
+    ]
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deployments = {}
+    deadline = time.monotonic() + 90
+    with get_client(sync_client=True) as client:
+        for name in ("launch/launch", "on-release/on-release", "audit/audit"):
+            while name not in deployments:
+                try:
+                    deployments[name] = client.read_deployment_by_name(name)
+                except ObjectNotFound:
+                    if time.monotonic() > deadline:
+                        raise AssertionError((logs / "serve.log").read_text()[-3000:]) from None
+                    time.sleep(0.5)
+    hook = f"http://127.0.0.1:{port}"
+    while not _up(hook):
+        if time.monotonic() > deadline:
+            raise AssertionError((logs / "webhook.log").read_text()[-3000:])
+        time.sleep(0.3)
+    yield {"hook": hook, "deployments": deployments, "logs": logs}
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        proc.wait(timeout=30)
+
+
+def _up(url: str, path: str = "/healthz") -> bool:
+    try:
+        return httpx.get(f"{url}{path}", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def runs_of(deployment: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        )
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def test_release_delivery_starts_exactly_one_run(
+    served: dict[str, Any], sandbox_server: SandboxClient
+) -> None:
+    on_release = served["deployments"]["on-release/on-release"]
+    payload, headers = delivery()
+    started = time.monotonic()
+    answer = httpx.post(f"{served['hook']}/hooks/gitlab", json=payload, headers=headers)
+    assert answer.status_code == 202, answer.text
+    (run,) = wait_for(lambda: runs_of(on_release), 10, "the on-release run")
+    assert time.monotonic() - started < 10
+    final = wait_for(
+        lambda: next((r for r in runs_of(on_release) if r.state and r.state.is_final()), None),
+        90,
+        "the on-release run to finish",
+    )
+    assert final.state.is_completed(), (served["logs"] / "serve.log").read_text()[-3000:]
+    project = sandbox_server.gitlab().projects.get("gitlab-org/release-webhook-example")
+    titles = [i.title for i in project.issues.list(get_all=True)]
+    assert "Launch: v1.1 (L3, 2020-11-02)" in titles
+
+    again = httpx.post(f"{served['hook']}/hooks/gitlab", json=payload, headers=headers)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    wrong = httpx.post(
+        f"{served['hook']}/hooks/gitlab", json=payload, headers={**headers, "X-Gitlab-Token": "x"}
+    )
+    assert wrong.status_code == 401
+    time.sleep(4)  # longer than poll interval plus trigger latency
+    assert len(runs_of(on_release)) == 1
+
+
+def test_audit_runs_on_its_schedule(served: dict[str, Any]) -> None:
+    audit = served["deployments"]["audit/audit"]
+    assert audit.schedules and audit.schedules[0].schedule.cron == "* * * * *"
+    done = wait_for(
+        lambda: next((r for r in runs_of(audit) if r.state and r.state.is_completed()), None),
+        150,
+        "a scheduled audit run to complete",
+    )
+    assert done.state.is_completed()
