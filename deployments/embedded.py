@@ -60,7 +60,12 @@ def services(settings: Settings) -> list[Service]:
                     str(settings.prefect_port),
                     "--analytics-off",
                 ],
-                env=prefect_env(home),
+                env={
+                    **prefect_env(home),
+                    # The UI asks the browser to call this API; without it, port 4200.
+                    "PREFECT_UI_API_URL": f"{settings.prefect_url}/api",
+                    "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+                },
             )
         )
     if settings.embedded:

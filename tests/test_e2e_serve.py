@@ -47,7 +47,8 @@ def real_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
-        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_API_PORT": str(port),
     }
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen(
@@ -204,3 +205,92 @@ def test_audit_runs_on_its_schedule(served: dict[str, Any]) -> None:
         "a scheduled audit run to complete",
     )
     assert done.state.is_completed()
+
+
+def chromium() -> str:
+    """Debian's Chromium; missing is a failure in CI (.ci/run installs it), a skip elsewhere."""
+    import shutil
+
+    path = shutil.which("chromium")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        path = None
+    if path is None:
+        if os.environ.get("CI"):
+            raise AssertionError("CI must install chromium (apt-get) and playwright (pip)")
+        pytest.skip("needs Debian's chromium and the playwright package")
+    return path
+
+
+def test_launch_started_from_the_ui_form_completes(
+    served: dict[str, Any], real_prefect: str, sandbox_server: SandboxClient
+) -> None:
+    """A PMM fills the launch deployment's custom-run form in a real browser and submits."""
+    from playwright.sync_api import sync_playwright
+
+    browser_path = chromium()
+    launch_dep = served["deployments"]["launch/launch"]
+    ui = real_prefect.removesuffix("/api")
+    docs = f"{sandbox_server.url}/docs/dark-mode"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=browser_path,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(f"{ui}/deployments/deployment/{launch_dep.id}/run")
+        page.wait_for_selector("text=Launch Date", timeout=30_000)
+
+        def prop(label: str) -> Any:
+            """The innermost form property with this label."""
+            title = page.locator(".schema-form-property__label").get_by_text(label, exact=True)
+            return page.locator(".schema-form-property").filter(has=title).last
+
+        def fill(label: str, value: str) -> None:
+            prop(label).locator("textarea, input").first.fill(value)
+
+        fill("Slug", "ui-launch")
+        fill("Title", "Launched from the UI")
+        tier = prop("Tier").locator(".p-select-button__control")
+        tier.press("ArrowDown")  # opens the tier dropdown
+        page.get_by_role("option", name="L3").click()
+        prop("Launch Date").locator(".p-date-button__control").click()
+        page.locator("input[type=date]").fill("2027-01-19")
+        page.get_by_role("button", name="Apply").click()
+        fill("Owner", "priya.pmm")
+        fill("Project", "marketing/launches")
+        prop("Features").get_by_role("button", name="Add item").click()
+        fill("Name", "Dark mode")
+        fill("Summary", "A dark theme for the whole web UI, in beta.")
+        prop("Docs Urls").get_by_role("button", name="Add item").click()
+        prop("Docs Urls").locator("textarea, input").first.fill(docs)
+        fill("Features Page Title", "Dark mode")
+        page.get_by_role("button", name="Submit").click()
+        # After a submit the UI goes back to the deployment page; leaving /run means sent.
+        page.wait_for_url(lambda url: not url.split("?")[0].endswith("/run"), timeout=30_000)
+        browser.close()
+
+    def ui_run() -> Any:
+        for run in runs_of(launch_dep):
+            if run.parameters["request"]["slug"] == "ui-launch":
+                return run
+        return None
+
+    run = wait_for(ui_run, 15, "the run submitted from the form")
+    request = run.parameters["request"]
+    assert request["tier"] == "L3" and request["launch_date"] == "2027-01-19"
+    final = wait_for(
+        lambda: (r := ui_run()) is not None and r.state.is_final() and r, 90, "the UI run to end"
+    )
+    assert final.state.is_completed(), (served["logs"] / "serve.log").read_text()[-3000:]
+    project = sandbox_server.gitlab().projects.get("marketing/launches")
+    titles = [i.title for i in project.issues.list(get_all=True, labels=["launch::ui-launch"])]
+    assert "Launch: Launched from the UI (L3, 2027-01-19)" in titles
