@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tminus launch examples/l1.yaml
+	$(BIN)/tminus demo examples/l1.yaml
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -86,7 +86,9 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
     from flows.launch import LaunchIncomplete, launch
     from tminus.reconcile import ActionResult, Outcome
 
-    state = launch(request=request, dry_run=args.dry_run, return_state=True)
+    state = _run_with_approval(
+        lambda: launch(request=request, dry_run=args.dry_run, return_state=True)
+    )
     run_id = state.state_details.flow_run_id
     outcome = state.result(raise_on_failure=False)
     run_url = f"{_ui_url()}/runs/flow-run/{run_id}"
@@ -128,6 +130,62 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Sandbox:        {settings.sandbox_url}/_sandbox/requests (request log)")
     print("Local services keep running; `tminus down` stops them.")
     return code
+
+
+def _run_with_approval(run: Any) -> Any:
+    """Run a flow in a worker thread; when it pauses for a PMM's approval, say where to give
+    it, and on a terminal also offer to answer here."""
+    import threading
+    import uuid
+
+    from prefect import tags
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.flow_runs import resume_flow_run
+
+    marker = f"cli-{uuid.uuid4().hex[:12]}"
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        with tags(marker):
+            try:
+                box["state"] = run()
+            except BaseException as exc:  # re-raised in the main thread
+                box["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    asked: set[Any] = set()
+    with get_client(sync_client=True) as client:
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+            if not thread.is_alive():
+                break
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[marker]))
+            )
+            for flow_run in runs:
+                if flow_run.state is None or not flow_run.state.is_paused():
+                    continue
+                if flow_run.id in asked:
+                    continue
+                asked.add(flow_run.id)
+                url = f"{_ui_url()}/runs/flow-run/{flow_run.id}"
+                print(
+                    f"\n⏸  The sales message waits for a PMM's approval: open {url}, click "
+                    "Resume and tick 'approve'.",
+                    flush=True,
+                )
+                if sys.stdin.isatty():
+                    answer = input("   Or approve it here: send it to sales now? [y/N] ")
+                    approve = answer.strip().lower() in ("y", "yes")
+                    resume_flow_run(
+                        flow_run.id,
+                        run_input={"approve": approve, "comment": "answered in the terminal"},
+                    )
+    if "error" in box:
+        raise box["error"]
+    return box["state"]
 
 
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
