@@ -28,10 +28,8 @@ import html
 import json
 import re
 import sqlite3
-import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -41,6 +39,8 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+
+from sandbox.store import SqliteStore
 
 API_PREFIX = "/calendar/v3/"
 
@@ -172,28 +172,13 @@ def _parse_eid(eid: str) -> tuple[str, str] | None:
 # --- the store ------------------------------------------------------------------------------
 
 
-class GCalStore:
+class GCalStore(SqliteStore):
     """The stand-in's calendars and events, in one SQLite file (or ``:memory:``)."""
 
     def __init__(self, path: str | Path, *, require_auth: bool = False) -> None:
+        super().__init__(path, SCHEMA)
         self.require_auth = require_auth
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._lock = threading.RLock()
-        self._db.executescript(SCHEMA)
         self._faults: list[tuple[int, str]] = []
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     def reset(self) -> None:
         """Forget every calendar, event and pending fault."""

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+
+from sandbox.store import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL);
@@ -58,28 +58,13 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-class GitLabStore:
+class GitLabStore(SqliteStore):
     """The stand-in's data, in one SQLite file (or ``:memory:``)."""
 
     def __init__(self, path: str | Path, *, auto_create: bool = True) -> None:
+        super().__init__(path, SCHEMA)
         self.auto_create = auto_create
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._lock = threading.RLock()
-        self._db.executescript(SCHEMA)
         self.user(BOT_USERNAME, create=True)
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     def reset(self) -> None:
         with self.tx() as db:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import html
 import json
-import sqlite3
-import threading
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -32,6 +30,8 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+
+from sandbox.store import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slack_messages (
@@ -52,7 +52,7 @@ MAX_FIELDS = 10
 FIELD_LIMIT = 2000
 
 
-class SlackStore:
+class SlackStore(SqliteStore):
     """Received messages, and the per-webhook rate limit.
 
     ``rate_limit`` is messages per second per token (Slack allows about 1); ``None`` turns
@@ -60,13 +60,9 @@ class SlackStore:
     """
 
     def __init__(self, path: str | Path = ":memory:", *, rate_limit: int | None = 1) -> None:
+        super().__init__(path, SCHEMA)
         self.rate_limit = rate_limit
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
         self._recent: dict[str, deque[float]] = {}
-        with self._lock:
-            self._db.executescript(SCHEMA)
 
     def reset(self) -> None:
         with self._lock:
