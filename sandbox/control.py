@@ -65,12 +65,17 @@ class Control:
             self.faults = faults
             self._rng = random.Random(faults.seed)
 
+    def targeted(self, path: str, method: str) -> bool:
+        """Whether faults (and added latency) apply to this request."""
+        f = self.faults
+        if path.startswith("/_sandbox") or not path.startswith(f.prefix):
+            return False
+        return f.methods is None or method in f.methods
+
     def draw(self, path: str, method: str) -> str | None:
         """Decide this request's fault: '429', '5xx', 'after-write' or None."""
         f = self.faults
-        if path.startswith("/_sandbox") or not path.startswith(f.prefix):
-            return None
-        if f.methods is not None and method not in f.methods:
+        if not self.targeted(path, method):
             return None
         with self._lock:
             roll = self._rng.random()
@@ -116,7 +121,7 @@ class ControlMiddleware:
         started = time.perf_counter()
         control = self.control
         fault = control.draw(path, method)
-        if control.faults.latency_ms and not path.startswith("/_sandbox"):
+        if control.faults.latency_ms and control.targeted(path, method):
             await asyncio.sleep(control.faults.latency_ms / 1000)
         status_box = {"status": 0}
 

@@ -209,3 +209,15 @@ def test_issue_links_open_a_page(sandbox: SandboxClient, settings: Settings) -> 
     listing = sandbox.http.get(f"{sandbox.url}/{PROJECT}/-/issues")
     assert "#1" in listing.text
     assert sandbox.http.get(f"{sandbox.url}/{PROJECT}/-/issues/99").status_code == 404
+
+
+def test_latency_applies_only_where_faults_are_aimed(sandbox: SandboxClient) -> None:
+    import time
+
+    sandbox.faults(latency_ms=300, prefix="/api/v4/projects")
+    started = time.perf_counter()
+    sandbox.http.get("/api/v4/users")
+    assert time.perf_counter() - started < 0.25
+    started = time.perf_counter()
+    sandbox.http.get("/api/v4/projects/marketing%2Flaunches")
+    assert time.perf_counter() - started >= 0.3
