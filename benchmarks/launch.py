@@ -35,6 +35,7 @@ def main() -> None:
 
     import gitlab
     import httpx
+    import yaml
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
@@ -42,7 +43,7 @@ def main() -> None:
     from sandbox.app import ThreadedServer, create_sandbox
     from tminus.plan import KEY_MARKER_PATTERN
     from tminus.planner import plan_launch
-    from tminus.playbook import load_playbook
+    from tminus.playbook import default_playbook_path, load_playbook
     from tminus.request import load_launch_file
 
     request = load_launch_file(ROOT / "examples" / "l1.yaml")
@@ -59,8 +60,23 @@ def main() -> None:
         prefect_test_harness(server_startup_timeout=60),
         temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
     ):
-        os.environ["TMINUS_GITLAB_URL"] = server.url
-        os.environ["TMINUS_GITLAB_TOKEN"] = "bench"
+        url = server.url
+        os.environ.update(
+            TMINUS_GITLAB_URL=url,
+            TMINUS_GITLAB_TOKEN="bench",
+            TMINUS_GCAL_ENDPOINT=f"{url}/calendar/v3/",
+            TMINUS_SLACK_WEBHOOK_URL=f"{url}/slack/webhook/sales",
+            TMINUS_FEATURES_URL=f"{url}/features",
+            TMINUS_FEATURES_COMPARE_URL=f"{url}/features/compare",
+            TMINUS_PAGES_ALLOWED_HOSTS="127.0.0.1",
+            TMINUS_PAGES_ALLOW_PRIVATE="true",
+        )
+        sandbox.slack.rate_limit = None
+        playbook_file = Path(os.environ.get("TMPDIR", "/tmp")) / "tminus-bench-playbook.yaml"
+        data = yaml.safe_load(default_playbook_path().read_text())
+        data["approval_tiers"] = []  # a benchmark cannot click Resume
+        playbook_file.write_text(yaml.safe_dump(data))
+        os.environ["TMINUS_PLAYBOOK"] = str(playbook_file)
         http = httpx.Client(base_url=server.url)
 
         def state() -> set[tuple[Any, ...]]:
@@ -85,15 +101,26 @@ def main() -> None:
             for _ in range(args.runs):
                 if fresh:
                     http.post("/_sandbox/reset")
-                    http.put("/_sandbox/faults", json={"latency_ms": args.latency_ms})
+                    http.put(
+                        "/_sandbox/faults",
+                        json={"latency_ms": args.latency_ms, "prefix": "/api/v4"},
+                    )
                     if name.startswith("re-run"):
                         launch(request=request)
-                http.put("/_sandbox/faults", json={"latency_ms": args.latency_ms, **faults})
+                # GitLab's requests are faulted; Calendar, Slack and pages have their own tests.
+                http.put(
+                    "/_sandbox/faults",
+                    json={"latency_ms": args.latency_ms, "prefix": "/api/v4", **faults},
+                )
                 http.delete("/_sandbox/requests")
                 t0 = time.perf_counter()
                 launch(request=request)
                 times.append(time.perf_counter() - t0)
-                rows = http.get("/_sandbox/requests").json()
+                rows = [
+                    r
+                    for r in http.get("/_sandbox/requests").json()
+                    if r["path"].startswith("/api/v4")
+                ]
                 http.put("/_sandbox/faults", json={})
                 methods.update(r["method"] for r in rows)
                 faulted += sum(1 for r in rows if r["fault"])
@@ -101,6 +128,7 @@ def main() -> None:
                 final = state()
             n = args.runs
             by_method = ", ".join(f"{m} {c / n:.0f}" for m, c in sorted(methods.items()))
+            by_method = f"GitLab {by_method}"
             print(
                 f"{name:<34} {statistics.median(times):6.2f} s median "
                 f"(min {min(times):.2f}, max {max(times):.2f})  requests/run: {by_method}"

@@ -49,7 +49,7 @@ from tminus.settings import load_settings
 
 CAL = "marketing-launches@group.calendar.google.com"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "google"
+FIXTURES = ROOT / "tests" / "fixtures" / "google"  # real Calendar error bodies
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -144,10 +144,7 @@ def reconcile(adapter: CalendarAdapter, plan: Plan, dry_run: bool = False) -> di
 
 
 def fixture_body(name: str) -> Any:
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"{path} is not here")
-    return json.loads(path.read_text())
+    return json.loads((FIXTURES / name).read_text())
 
 
 # --- reconcile --------------------------------------------------------------------------
