@@ -294,3 +294,60 @@ def test_launch_started_from_the_ui_form_completes(
     project = sandbox_server.gitlab().projects.get("marketing/launches")
     titles = [i.title for i in project.issues.list(get_all=True, labels=["launch::ui-launch"])]
     assert "Launch: Launched from the UI (L3, 2027-01-19)" in titles
+
+
+def test_accepted_delivery_survives_a_killed_receiver_while_prefect_is_down(
+    served: dict[str, Any], real_prefect: str, tmp_path: Path
+) -> None:
+    """GitLab gets its 202 while Prefect is unreachable; the receiver is killed (no flush);
+    a new receiver on the same state folder delivers it and the run starts."""
+    on_release = served["deployments"]["on-release/on-release"]
+    port = free_port()
+    env = {
+        **os.environ,
+        "TMINUS_HOME": str(tmp_path),
+        "TMINUS_WEBHOOK_TOKEN": TOKEN,
+        "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api",  # nothing listens there
+    }
+
+    def receiver(api: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tminus.cli", "webhook", "--port", str(port)],
+            cwd=ROOT,
+            env={**env, "PREFECT_API_URL": api},
+            start_new_session=True,
+            stdout=open(tmp_path / "webhook.log", "ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: _up(f"http://127.0.0.1:{port}"), 30, "the receiver")
+        return proc
+
+    first = receiver(env["PREFECT_API_URL"])
+    payload, headers = delivery()
+    payload = {**payload, "tag": "v2.0", "name": "v2.0"}
+    headers = {**headers, "Idempotency-Key": "kill-test-delivery"}
+    answer = httpx.post(f"http://127.0.0.1:{port}/hooks/gitlab", json=payload, headers=headers)
+    assert answer.status_code == 202
+    health = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
+    assert health["pending"] == 1 and health["prefect"] == "unreachable"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+
+    second = receiver(real_prefect)
+    try:
+
+        def v2_run() -> Any:
+            return next(
+                (r for r in runs_of(on_release) if r.parameters["release"]["tag"] == "v2.0"),
+                None,
+            )
+
+        run = wait_for(v2_run, 20, "the run of the kept delivery")
+        final = wait_for(
+            lambda: (r := v2_run()) is not None and r.state.is_final() and r, 90, "it to end"
+        )
+        assert final.state.is_completed()
+        assert run.parameters["release"]["delivery"] == "kill-test-delivery"
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(timeout=30)
