@@ -27,7 +27,7 @@ from tminus.audit import (
 from tminus.plan import key_marker_prefix, request_from_description
 from tminus.planner import plan_launch
 from tminus.playbook import Playbook, load_playbook
-from tminus.reconcile import IssueState, IssueTracker, IssueWrite, Outcome
+from tminus.reconcile import CANCELLED_LABEL, IssueState, IssueTracker, IssueWrite, Outcome
 from tminus.settings import Settings, load_settings
 
 TRACKING_LABEL = "launch-issue::tracking"
@@ -60,7 +60,11 @@ def audit_one(
             "detail": "tracking issue has no launch record (created by another tool?)",
         }
     plan = plan_launch(request, playbook, today)
-    issues = tracker.find_issues(project, request.launch_label, key_marker_prefix(request.slug))
+    issues = [
+        i
+        for i in tracker.find_issues(project, request.launch_label, key_marker_prefix(request.slug))
+        if i.key and i.key.startswith(f"{request.slug}/")
+    ]
 
     pages_failing: list[str] = []
     pages_total = 0
@@ -154,6 +158,8 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
     futures = []
     for project in projects or audit_projects(settings):
         for tracking in tracker.list_issues(project, [TRACKING_LABEL], state="opened"):
+            if CANCELLED_LABEL in tracking.labels:
+                continue  # cancelled launches are not nagged about
             futures.append(
                 audit_one.submit(tracker, settings, playbook, project, tracking, today.isoformat())
             )

@@ -4,6 +4,8 @@ No ``from __future__ import annotations`` here: with it, a run started from a de
 trigger, schedule) fails parameter validation because ``LaunchRequest`` is "not fully defined".
 """
 
+from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,6 +20,7 @@ from pydantic import Field
 from integrations.clients import build_calendar, build_checker, build_notifier, build_tracker
 from tasks.calendar import sync_calendar
 from tasks.issues import (
+    CANCELLED_LABEL,
     check_gitlab,
     drop_issue,
     ensure_issue,
@@ -25,9 +28,9 @@ from tasks.issues import (
     ensure_links,
     find_launch_issues,
 )
+from tasks.locks import launch_lock
 from tasks.pages import check_pages
 from tasks.sales import (
-    SALES_NOTE_MARKER,
     outcome_for,
     post_sales_message,
     record_sales_message,
@@ -41,7 +44,7 @@ from tminus.playbook import load_playbook
 from tminus.reconcile import ActionResult, IssueTracker, Outcome
 from tminus.report import counts, plan_markdown, results_rows
 from tminus.request import LaunchRequest
-from tminus.sales import sales_message
+from tminus.sales import SentRecord, sales_message
 from tminus.settings import Settings, load_settings
 
 
@@ -141,24 +144,30 @@ class SalesApproval(RunInput):
     comment: str = Field(default="", description="Optional: why (kept in the run's logs).")
 
 
-def notify_sales(
+@dataclass
+class PendingMessage:
+    """A message to sales that is decided but not sent yet."""
+
+    decision: str
+    previous: SentRecord | None
+    payload: dict[str, Any]
+    what: str
+    tracking_iid: int
+
+
+def prepare_sales(
     tracker: IssueTracker,
     settings: Settings,
     plan: Plan,
     tracking: ActionResult | None,
     dry_run: bool,
-) -> ActionResult:
-    """Tell sales once per launch (a correction when tier or date moved), after approval
-    where the playbook asks for it. Runs last: the message links the tracking issue."""
-    logger = get_run_logger()
-    notification = plan.notification
-    assert notification is not None
+) -> ActionResult | PendingMessage:
+    """What sales should be told now: nothing (a result says why) or a pending message."""
     if tracking is None or tracking.iid is None:
         return sales_result(plan, Outcome.skipped, "no tracking issue to record the message on")
-    notifier = build_notifier(settings)
-    if notifier is None:
+    if build_notifier(settings) is None:
         return sales_result(plan, Outcome.skipped, "TMINUS_SLACK_WEBHOOK_URL is not set")
-    decision, previous, note_id = sales_decision(tracker, plan, tracking.iid)
+    decision, previous, _ = sales_decision(tracker, plan, tracking.iid)
     if decision is None:
         return sales_result(plan, Outcome.unchanged, "sales already told; tier and date unchanged")
     payload = sales_message(
@@ -170,43 +179,66 @@ def notify_sales(
     what = "announcement" if decision == "announce" else "correction"
     if dry_run:
         return sales_result(plan, outcome_for(decision), f"would send the {what}")
-    preview = f"## Message to sales ({what})\n\n{payload['text']}\n"
     create_markdown_artifact(
         key=f"sales-message-{plan.request.slug}",
-        markdown=preview,
+        markdown=f"## Message to sales ({what})\n\n{payload['text']}\n",
         description=f"Sales {what} for {plan.request.title}",
     )
-    if notification.needs_approval:
-        logger.info(
-            "Waiting for a PMM to approve the sales %s: resume this flow run in the Prefect UI",
-            what,
-        )
-        answer = pause_flow_run(
-            wait_for_input=SalesApproval.with_initial_data(
-                description=preview + "\nApprove to send it to the sales channel.",
-                approve=False,
-            ),
-            timeout=settings.approval_timeout,
-            poll_interval=2,
-        )
-        if not answer.approve:
-            logger.info("Sales %s declined: %s", what, answer.comment or "no comment")
-            return sales_result(plan, Outcome.skipped, f"declined by the PMM: {answer.comment}")
-    post_sales_message(notifier, payload)
-    record_sales_message(
-        tracker,
-        plan,
-        tracking.iid,
-        decision,
-        note_id,
-        None if note_id is None else _note_body(tracker, plan, tracking.iid),
+    return PendingMessage(decision, previous, payload, what, tracking.iid)
+
+
+def send_to_sales(
+    tracker: IssueTracker, settings: Settings, plan: Plan, pending: PendingMessage
+) -> ActionResult:
+    """Post, then record what was sent on the tracking issue. Call with the launch lock held."""
+    notifier = build_notifier(settings)
+    assert notifier is not None
+    post_sales_message(notifier, pending.payload)
+    record_sales_message(tracker, plan, pending.tracking_iid, pending.decision)
+    return sales_result(plan, outcome_for(pending.decision), f"{pending.what} sent")
+
+
+def approve_and_send(
+    tracker: IssueTracker, settings: Settings, plan: Plan, pending: PendingMessage
+) -> ActionResult:
+    """Wait for a PMM (without holding the launch lock), then send what was approved, unless
+    the launch changed meanwhile or another run already told sales."""
+    logger = get_run_logger()
+    logger.info(
+        "Waiting for a PMM to approve the sales %s: resume this flow run in the Prefect UI",
+        pending.what,
     )
-    return sales_result(plan, outcome_for(decision), f"{what} sent")
+    answer = pause_flow_run(
+        wait_for_input=SalesApproval.with_initial_data(
+            description=f"## Message to sales ({pending.what})\n\n{pending.payload['text']}\n"
+            "\nApprove to send it to the sales channel.",
+            approve=False,
+        ),
+        timeout=settings.approval_timeout,
+        poll_interval=2,
+    )
+    if not answer.approve:
+        logger.info("Sales %s declined: %s", pending.what, answer.comment or "no comment")
+        return sales_result(plan, Outcome.skipped, f"declined by the PMM: {answer.comment}")
+    with launch_lock(plan.request.slug):
+        decision, previous, _ = sales_decision(tracker, plan, pending.tracking_iid)
+        if decision != pending.decision or previous != pending.previous:
+            return sales_result(
+                plan,
+                Outcome.skipped,
+                "sales was told by another run while this one waited for approval",
+            )
+        if tracker_has_label(tracker, plan, pending.tracking_iid, CANCELLED_LABEL):
+            return sales_result(plan, Outcome.skipped, "the launch was cancelled meanwhile")
+        return send_to_sales(tracker, settings, plan, pending)
 
 
-def _note_body(tracker: IssueTracker, plan: Plan, iid: int) -> str | None:
-    found = tracker.find_note(plan.request.project, iid, SALES_NOTE_MARKER)
-    return found[1] if found else None
+def tracker_has_label(tracker: IssueTracker, plan: Plan, iid: int, label: str) -> bool:
+    request = plan.request
+    return any(
+        s.iid == iid and label in s.labels
+        for s in tracker.find_issues(request.project, request.launch_label, plan.launch_marker)
+    )
 
 
 def _settled_list(
@@ -254,21 +286,36 @@ def launch(request: LaunchRequest, dry_run: bool = False) -> dict[str, Any]:
     for warning in plan.warnings:
         logger.warning(warning)
 
-    # Independent work runs at once: calendar and page checks in worker threads while the
-    # issues are reconciled; the sales notification runs last.
     # GitLab is checked first (project, people): a launch that cannot be done writes nothing.
+    # Then calendar and page checks run in worker threads while the issues are reconciled; the
+    # sales notification runs last. One run per launch at a time writes (the launch lock).
     slug = request.slug
     tracker = build_tracker(settings)
-    user_ids = check_gitlab(tracker, plan)
-    calendar = sync_calendar.submit(build_calendar(settings), settings.calendar_id, plan, dry_run)
-    pages = check_pages.submit(build_checker(settings), plan, settings)
-    results = reconcile_issues(tracker, plan, user_ids, dry_run=dry_run)
-    results += _settled_list(calendar, f"{slug}/calendar", "calendar", "Launch calendar")
-    results += _settled_list(pages, f"{slug}/pages", "page", "Page checks")
-    if plan.notification is not None:
-        tracking_result = next((r for r in results if r.kind == IssueRole.tracking.value), None)
+    pending: PendingMessage | None = None
+    with nullcontext() if dry_run else launch_lock(slug):
+        user_ids = check_gitlab(tracker, plan)
+        calendar = sync_calendar.submit(
+            build_calendar(settings), settings.calendar_id, plan, dry_run
+        )
+        pages = check_pages.submit(build_checker(settings), plan, settings)
+        results = reconcile_issues(tracker, plan, user_ids, dry_run=dry_run)
+        results += _settled_list(calendar, f"{slug}/calendar", "calendar", "Launch calendar")
+        results += _settled_list(pages, f"{slug}/pages", "page", "Page checks")
+        if plan.notification is not None:
+            tracking_result = next((r for r in results if r.kind == IssueRole.tracking.value), None)
+            try:
+                prepared = prepare_sales(tracker, settings, plan, tracking_result, dry_run)
+                if isinstance(prepared, ActionResult):
+                    results.append(prepared)
+                elif plan.notification.needs_approval:
+                    pending = prepared  # approved below, without holding the lock
+                else:
+                    results.append(send_to_sales(tracker, settings, plan, prepared))
+            except Exception as exc:
+                results.append(sales_result(plan, Outcome.failed, str(exc)))
+    if pending is not None:
         try:
-            results.append(notify_sales(tracker, settings, plan, tracking_result, dry_run))
+            results.append(approve_and_send(tracker, settings, plan, pending))
         except Exception as exc:
             results.append(sales_result(plan, Outcome.failed, str(exc)))
     publish(plan, results, dry_run)

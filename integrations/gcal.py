@@ -408,8 +408,36 @@ class CalendarAdapter:
         return result
 
 
+class NoCalendar:
+    """No launch calendar is configured (a team not on Google): every entry is skipped, and the
+    launch goes on. ``tminus calendar export`` still gives them the feed."""
+
+    REASON = (
+        "no launch calendar configured (set TMINUS_GCAL_CREDENTIALS_FILE or "
+        "TMINUS_GCAL_SECRET_BLOCK, or use `tminus calendar export`)"
+    )
+
+    def reconcile(
+        self,
+        calendar_id: str,
+        launch_slug: str,
+        specs: list[CalendarSpec],
+        dry_run: bool = False,
+    ) -> list[ActionResult]:
+        return [
+            ActionResult(
+                key=spec.key,
+                kind="calendar",
+                title=spec.title,
+                outcome=Outcome.skipped,
+                detail=self.REASON,
+            )
+            for spec in specs
+        ]
+
+
 class UnconfiguredCalendar:
-    """Stands in for Calendar when none is configured: says what to set, writes nothing."""
+    """Stands in for a Calendar configured wrongly: says what to fix, writes nothing."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -555,11 +583,14 @@ def build_calendar_service(
 def build_calendar(settings: Settings) -> LaunchCalendar:
     """The launch calendar the settings describe (the stand-in on the embedded default).
 
-    Without a configured calendar, one whose runs fail saying what to set, so the rest of a
-    launch still goes ahead.
+    With none configured at all, one that skips every entry; with one configured wrongly
+    (an unreadable key file, say), one whose runs fail saying what to fix. Either way the rest
+    of a launch still goes ahead.
     """
     endpoint = settings.gcal_api_endpoint
     file = settings.gcal_credentials_file
+    if endpoint is None and file is None and settings.gcal_secret_block is None:
+        return NoCalendar()
     try:
         service = build_calendar_service(
             endpoint, str(file) if file else None, secret_block=settings.gcal_secret_block

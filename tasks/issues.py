@@ -16,6 +16,7 @@ from tasks.retry import RETRY_OPTIONS
 from tminus.errors import PermanentError
 from tminus.plan import IssueSpec, Plan, key_marker_prefix
 from tminus.reconcile import (
+    CANCELLED_LABEL,
     ActionResult,
     IssueState,
     IssueTracker,
@@ -70,8 +71,8 @@ def find_launch_issues(tracker: IssueTracker, plan: Plan) -> dict[str, IssueStat
     for state in tracker.find_issues(
         plan.request.project, plan.request.launch_label, plan.launch_marker
     ):
-        if state.key is None:
-            continue
+        if state.key is None or not state.key.startswith(f"{plan.request.slug}/"):
+            continue  # another launch's issue that carries this launch's label
         if state.key in found:
             _logger().warning(
                 "Issues %s and %s both carry key %s; keeping the older one",
@@ -179,10 +180,10 @@ def drop_issue(
     result.outcome = Outcome.closed
     result.detail = reason
     if not dry_run:
-        # Note first, so a closed issue always says why; a retry (the note may have been
-        # posted before the failure) checks GitLab before posting it again.
+        # Note first, so a closed issue always says why; GitLab is asked first, because an
+        # earlier attempt or run may have posted it and then failed to close the issue.
         note = f"tminus: {reason}. Closed; it reopens if the activity comes back."
-        if task_run.get_run_count() <= 1 or tracker.find_note(project, existing.iid, note) is None:
+        if tracker.find_note(project, existing.iid, note) is None:
             tracker.add_note(project, existing.iid, note)
         tracker.update_issue(project, existing.iid, write)
     return result
@@ -207,7 +208,6 @@ def ensure_links(
     )
 
 
-CANCELLED_LABEL = "launch-status::cancelled"
 CANCEL_NOTE_MARKER = "tminus:cancelled"
 
 

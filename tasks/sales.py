@@ -42,22 +42,21 @@ def post_sales_message(notifier: SlackNotifier, payload: dict[str, object]) -> N
 
 @task(name="record-sales-message", cache_policy=NO_CACHE, **RETRY_OPTIONS)
 def record_sales_message(
-    tracker: IssueTracker,
-    plan: Plan,
-    tracking_iid: int,
-    decision: str,
-    note_id: int | None,
-    previous_body: str | None,
+    tracker: IssueTracker, plan: Plan, tracking_iid: int, decision: str
 ) -> None:
-    """Write (or update in place) the tracking issue's note saying what sales was told."""
+    """Write (or update in place) the tracking issue's note saying what sales was told.
+
+    Looks at GitLab first on every attempt, so a retry after a lost answer does not add a
+    second note, and a note that already records this message is left alone."""
     request = plan.request
     record = sent_record(request)
+    found = tracker.find_note(request.project, tracking_iid, SALES_NOTE_MARKER)
+    if found is not None and parse_record(found[1]) == record:
+        return
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     verb = "Sales notified" if decision == "announce" else "Correction sent to sales"
     line = f"- {stamp}: {verb}: {request.tier.value}, launch day {request.launch_date}"
-    history = []
-    if previous_body:
-        history = [ln for ln in previous_body.splitlines() if ln.startswith("- ")]
+    history = [ln for ln in found[1].splitlines() if ln.startswith("- ")] if found else []
     body = "\n".join(
         [
             render_record(record),
@@ -67,10 +66,10 @@ def record_sales_message(
             line,
         ]
     )
-    if note_id is None:
+    if found is None:
         tracker.add_note(request.project, tracking_iid, body)
     else:
-        tracker.update_note(request.project, tracking_iid, note_id, body)
+        tracker.update_note(request.project, tracking_iid, found[0], body)
 
 
 def outcome_for(decision: str | None) -> Outcome:

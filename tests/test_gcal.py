@@ -559,11 +559,29 @@ def test_build_calendar_from_settings(gcal: StandIn) -> None:
     calendar = build_calendar(settings)
     assert isinstance(calendar, CalendarAdapter)
     assert calendar.reconcile(CAL, "x", []) == []
-    # A real GitLab and no calendar configured: the calendar step fails, saying what to set.
-    unconfigured = build_calendar(load_settings({"TMINUS_GITLAB_URL": "https://gl.example.com"}))
-    assert isinstance(unconfigured, UnconfiguredCalendar)
-    with pytest.raises(SettingsError, match="needs credentials"):
-        unconfigured.reconcile(CAL, "x", [])
+    # A real GitLab and no calendar configured: entries are skipped, saying what to set.
+    none = build_calendar(load_settings({"TMINUS_GITLAB_URL": "https://gl.example.com"}))
+    spec = CalendarSpec(
+        key="x/calendar/launch-day",
+        activity_key="launch-day",
+        title="T",
+        description="",
+        day=date(2030, 1, 1),
+    )
+    (row,) = none.reconcile(CAL, "x", [spec])
+    assert row.outcome is Outcome.skipped and "TMINUS_GCAL_CREDENTIALS_FILE" in row.detail
+    # Configured wrongly: the calendar step fails, saying what to fix.
+    broken = build_calendar(
+        load_settings(
+            {
+                "TMINUS_GITLAB_URL": "https://gl.example.com",
+                "TMINUS_GCAL_CREDENTIALS_FILE": "/nonexistent/key.json",
+            }
+        )
+    )
+    assert isinstance(broken, UnconfiguredCalendar)
+    with pytest.raises(SettingsError):
+        broken.reconcile(CAL, "x", [])
 
 
 @pytest.mark.e2e

@@ -315,3 +315,64 @@ def test_deployment_run_with_json_parameters(
         final = client.read_flow_run(flow_run.id)
     assert final.state is not None and final.state.is_completed(), proc.stderr[-3000:]
     assert len(snapshot(sandbox)) == 6
+
+
+def test_two_runs_of_one_launch_at_once_create_each_issue_once(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    """A release create and update seconds apart, or Run clicked twice: the launch lock."""
+    import threading
+
+    sandbox.faults(latency_ms=60, prefix="/api/v4")
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(run(l2))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    sandbox.faults()
+    assert len(results) == 3
+    state = snapshot(sandbox)  # asserts one issue per key
+    assert len(state) == 9
+    messages = sandbox.http.get("/slack/messages").json()
+    assert len(messages) == 1
+
+
+def test_a_lost_answer_on_the_sales_record_leaves_one_note(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest, fast_retries: None
+) -> None:
+    # The tracking issue is created last: #9 of L2's nine issues. Every note posted on it is
+    # written, then answered 502 (a lost answer).
+    sandbox.faults(
+        after_write_error_rate=1.0,
+        methods=["POST"],
+        prefix="/api/v4/projects/marketing%2Flaunches/issues/9/notes",
+    )
+    result = run(l2)
+    sandbox.faults()
+    assert tally(result, {"sales"}) == {"created": 1}
+    tracking = (
+        sandbox.gitlab()
+        .projects.get(PROJECT)
+        .issues.list(labels=["launch-issue::tracking"], get_all=True)[0]
+    )
+    records = [n for n in tracking.notes.list(get_all=True) if "tminus:sales-notified" in n.body]
+    assert len(records) == 1
+    assert len(sandbox.http.get("/slack/messages").json()) == 1
+
+
+def test_another_launchs_label_on_an_issue_does_not_make_it_ours(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest, l3: LaunchRequest
+) -> None:
+    run(l2)
+    run(l3)
+    project = sandbox.gitlab().projects.get(PROJECT)
+    shared = next(
+        i
+        for i in project.issues.list(get_all=True, labels=["launch::merge-trains-ga"])
+        if i.title.startswith("Launch blog post")
+    )
+    project.issues.update(shared.iid, {"add_labels": "launch::dark-mode-beta"})
+    result = run(l3)
+    assert not [r for r in result["results"] if r["kind"] == "dropped"]
+    assert project.issues.get(shared.iid).state == "opened"

@@ -69,6 +69,15 @@ def test_launch_file_found_by_tag(tmp_path: Path) -> None:
     assert find_launch_file(None, "v1") is None
 
 
+def test_a_broken_launch_file_for_the_release_is_not_passed_over(tmp_path: Path) -> None:
+    text = (EXAMPLES / "l2.yaml").read_text() + "colour: red\n"
+    (tmp_path / "merge.yaml").write_text(text)
+    path = find_launch_file(tmp_path, "v17.9.0")
+    assert path == tmp_path / "merge.yaml"
+    with pytest.raises(LaunchFileError, match="colour"):
+        load_launch_file(path)
+
+
 def test_request_built_from_the_release_itself() -> None:
     rel = release()
     decision = decide_tier(rel, None, None, Tier.L3)

@@ -128,3 +128,15 @@ def test_audit_marks_overdue_work_at_risk_and_reminds_once(
 
 def test_audit_with_no_launches(sandbox: SandboxClient, settings: Settings) -> None:
     assert audit(projects=[PROJECT]) == []
+
+
+def test_a_cancelled_launch_is_not_audited_and_a_new_release_resumes_it(
+    sandbox: SandboxClient, settings: Settings
+) -> None:
+    project = "gitlab-org/release-webhook-example"
+    on_release(release=Release.model_validate(RELEASE))
+    on_release(release=Release.model_validate({**RELEASE, "action": "delete"}))
+    assert audit(projects=[project]) == []  # cancelled: no nagging
+    on_release(release=Release.model_validate({**RELEASE, "action": "update"}))
+    assert "launch-status::cancelled" not in tracking_issue(sandbox, project).labels
+    assert len(audit(projects=[project])) == 1

@@ -131,3 +131,11 @@ def test_l1_example_carries_the_sales_kit() -> None:
     request = load_launch_file(EXAMPLES / "l1.yaml")
     assert request.pitch is not None and request.blog_url is not None
     assert all(f.audience and f.pain and f.selling_points for f in request.features)
+
+
+def test_cli_bad_today_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    from tminus.cli import main
+
+    assert main(["plan", str(EXAMPLES / "l1.yaml"), "--today", "2027-13-01"]) == 2
+    err = capsys.readouterr().err
+    assert "--today" in err and "YYYY-MM-DD" in err

@@ -25,7 +25,10 @@ EXIT_INTEGRATION = 3
 
 def _today(settings: Settings, given: str | None) -> date:
     if given:
-        return date.fromisoformat(given)
+        try:
+            return date.fromisoformat(given)
+        except ValueError:
+            raise InputError("--today", [f"got {given!r}: write the date as YYYY-MM-DD"]) from None
     return datetime.now(ZoneInfo(settings.timezone)).date()
 
 
@@ -141,6 +144,7 @@ def _run_with_approval(run: Any) -> Any:
     from prefect import tags
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.exceptions import NotPausedError
     from prefect.flow_runs import resume_flow_run
 
     marker = f"cli-{uuid.uuid4().hex[:12]}"
@@ -179,10 +183,13 @@ def _run_with_approval(run: Any) -> Any:
                 if sys.stdin.isatty():
                     answer = input("   Or approve it here: send it to sales now? [y/N] ")
                     approve = answer.strip().lower() in ("y", "yes")
-                    resume_flow_run(
-                        flow_run.id,
-                        run_input={"approve": approve, "comment": "answered in the terminal"},
-                    )
+                    try:
+                        resume_flow_run(
+                            flow_run.id,
+                            run_input={"approve": approve, "comment": "answered in the terminal"},
+                        )
+                    except NotPausedError:
+                        print("   Already answered in the UI.", flush=True)
     if "error" in box:
         raise box["error"]
     return box["state"]
@@ -239,12 +246,13 @@ def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
     config = _webhook_config(settings)
     config.db_path.parent.mkdir(parents=True, exist_ok=True)
     port = args.port or settings.webhook_port
+    host = args.host or settings.webhook_host
     print(
-        f"tminus webhook receiver on http://127.0.0.1:{port}/hooks/gitlab (events to "
+        f"tminus webhook receiver on http://{host}:{port}/hooks/gitlab (events to "
         f"{config.prefect_api_url}); Ctrl-C stops it",
         file=sys.stderr,
     )
-    serve(config, port=port)
+    serve(config, host=host, port=port)
     return 0
 
 
@@ -380,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("webhook", help="run the GitLab webhook receiver in the foreground")
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (default TMINUS_WEBHOOK_PORT)")
+    p.add_argument("--host", help="address to listen on (default TMINUS_WEBHOOK_HOST, 127.0.0.1)")
     p.set_defaults(func=cmd_webhook)
 
     p = sub.add_parser("audit", help="run the checklist audit of every open launch once")

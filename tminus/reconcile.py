@@ -14,12 +14,13 @@ from datetime import date
 from enum import Enum
 from typing import Protocol
 
-from tminus.plan import KEY_MARKER_PATTERN, REF_PATTERN, IssueSpec, key_marker
+from tminus.plan import KEY_MARKER_PATTERN, REF_PATTERN, IssueRole, IssueSpec, key_marker
 
 # Labels tminus owns: a label with one of these prefixes that the plan does not ask for is
 # removed (a tier change moves an issue from launch-tier::L1 to launch-tier::L2).
 MANAGED_LABEL_PREFIXES = ("launch-tier::", "launch-issue::")
 DROPPED_LABEL = "launch-status::dropped"
+CANCELLED_LABEL = "launch-status::cancelled"  # on a tracking issue; a new run resumes it
 
 
 class Outcome(str, Enum):
@@ -203,7 +204,9 @@ def diff_issue(
         sorted(
             label
             for label in have - want
-            if label.startswith(MANAGED_LABEL_PREFIXES) or label == DROPPED_LABEL
+            if label.startswith(MANAGED_LABEL_PREFIXES)
+            or label == DROPPED_LABEL
+            or (label == CANCELLED_LABEL and spec.role is IssueRole.tracking)
         )
     )
     state_event = None

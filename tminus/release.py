@@ -13,10 +13,11 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from tminus.errors import LaunchFileError
-from tminus.request import LaunchRequest, Tier, load_launch_file, parse_launch_request, slugify
+from tminus.request import LaunchRequest, Tier, parse_launch_request, slugify
 
 TIER_LINE = re.compile(r"^\s*Launch-Tier:\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
 
@@ -80,11 +81,13 @@ def find_launch_file(folder: Path | None, tag: str) -> Path | None:
         if path.is_file():
             return path
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        # Match on the raw file: a launch file for this release with a mistake in it must fail
+        # the run naming the mistake, not be passed over for a made-up launch.
         try:
-            request = load_launch_file(path)
-        except LaunchFileError:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
             continue
-        if request.release_tag == tag:
+        if isinstance(raw, dict) and str(raw.get("release_tag")) == tag:
             return path
     return None
 

@@ -112,8 +112,8 @@ class Settings(BaseSettings):
     audit_projects: Annotated[list[str], NoDecode] = Field(
         default=[],
         description="GitLab projects whose open launches the audit checks (comma-separated). "
-        "Empty: the projects of the launch files in launches_dir and examples/, or "
-        "marketing/launches.",
+        "Empty: TMINUS_LAUNCH_PROJECT, or marketing/launches. Launches that releases start in "
+        "their own projects are audited only when those projects are listed here.",
     )
     audit_cron: str = Field(
         default="0 9 * * 1-5", description="When the checklist audit runs (cron, in timezone)."
@@ -122,6 +122,11 @@ class Settings(BaseSettings):
         default=None, description="Secret GitLab sends in X-Gitlab-Token to the receiver."
     )
     webhook_port: int = Field(default=4282, ge=1024, le=65535, description="Webhook receiver.")
+    webhook_host: str = Field(
+        default="127.0.0.1",
+        description="Address the receiver listens on; 0.0.0.0 lets GitLab on another host reach "
+        "it (put TLS in front: the token travels in clear text).",
+    )
     timezone: str = Field(
         default="UTC", description="Time zone that decides what 'today' is (IANA name)."
     )
