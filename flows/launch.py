@@ -10,10 +10,11 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from prefect import flow, get_run_logger, pause_flow_run
+from prefect import flow, get_run_logger, pause_flow_run, suspend_flow_run
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.input import RunInput
+from prefect.runtime import deployment as deployment_ctx
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
@@ -44,7 +45,7 @@ from tminus.playbook import load_playbook
 from tminus.reconcile import ActionResult, IssueTracker, Outcome
 from tminus.report import counts, plan_markdown, results_rows
 from tminus.request import LaunchRequest
-from tminus.sales import SentRecord, sales_message
+from tminus.sales import SentRecord, sales_message, sent_record
 from tminus.settings import Settings, load_settings
 
 
@@ -208,15 +209,21 @@ def approve_and_send(
         "Waiting for a PMM to approve the sales %s: resume this flow run in the Prefect UI",
         pending.what,
     )
-    answer = pause_flow_run(
-        wait_for_input=SalesApproval.with_initial_data(
-            description=f"## Message to sales ({pending.what})\n\n{pending.payload['text']}\n"
-            "\nApprove to send it to the sales channel.",
-            approve=False,
-        ),
-        timeout=settings.approval_timeout,
-        poll_interval=2,
+    form = SalesApproval.with_initial_data(
+        description=f"## Message to sales ({pending.what})\n\n{pending.payload['text']}\n"
+        "\nApprove to send it to the sales channel.",
+        approve=False,
     )
+    if deployment_ctx.id:
+        # A deployment run (UI, trigger, schedule) suspends: its process exits and frees the
+        # runner's slot while the PMM takes their time; on Resume the run starts again from
+        # the top (every step is idempotent: nothing is redone) and gets the answer here.
+        key = f"sales-{pending.decision}-{sent_record(plan.request).digest}"
+        answer = suspend_flow_run(wait_for_input=form, timeout=settings.approval_timeout, key=key)
+    else:
+        answer = pause_flow_run(
+            wait_for_input=form, timeout=settings.approval_timeout, poll_interval=2
+        )
     if not answer.approve:
         logger.info("Sales %s declined: %s", pending.what, answer.comment or "no comment")
         return sales_result(plan, Outcome.skipped, f"declined by the PMM: {answer.comment}")

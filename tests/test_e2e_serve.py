@@ -91,7 +91,7 @@ def served(
         **sandbox_env(sandbox_server.url),
         "PREFECT_API_URL": real_prefect,
         "TMINUS_HOME": str(tmp_path_factory.mktemp("home")),
-        "TMINUS_PLAYBOOK": str(no_approval_playbook),
+        # the default playbook: L1 sales messages wait for approval
         "TMINUS_WEBHOOK_TOKEN": TOKEN,
         "TMINUS_WEBHOOK_PORT": str(port),
         "TMINUS_AUDIT_CRON": "* * * * *",
@@ -351,3 +351,32 @@ def test_accepted_delivery_survives_a_killed_receiver_while_prefect_is_down(
     finally:
         os.killpg(second.pid, signal.SIGTERM)
         second.wait(timeout=30)
+
+
+def test_l1_from_the_deployment_suspends_for_approval_then_sends(
+    served: dict[str, Any], sandbox_server: SandboxClient, l1: Any
+) -> None:
+    """In a deployment run the approval wait suspends the run (its process exits, freeing the
+    runner); Resume with the PMM's answer re-runs it to the end and sales is told once."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.flow_runs import resume_flow_run
+
+    from .test_launch_everything import retarget
+
+    request = retarget(l1, sandbox_server.url).model_dump(mode="json")
+    flow_run = run_deployment(name="launch/launch", parameters={"request": request}, timeout=0)
+
+    def state() -> Any:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(flow_run.id).state
+
+    suspended = wait_for(lambda: (s := state()) and s.is_paused() and s, 90, "the suspension")
+    assert suspended.name == "Suspended"
+    messages = sandbox_server.http.get("/slack/messages").json()
+    assert not [m for m in messages if "Code Review Agent" in m["payload"]["text"]]
+    resume_flow_run(flow_run.id, run_input={"approve": True, "comment": "ship it"})
+    final = wait_for(lambda: (s := state()) and s.is_final() and s, 120, "the resumed run")
+    assert final.is_completed(), (served["logs"] / "serve.log").read_text()[-3000:]
+    messages = sandbox_server.http.get("/slack/messages").json()
+    assert len([m for m in messages if "Code Review Agent" in m["payload"]["text"]]) == 1
