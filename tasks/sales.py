@@ -9,6 +9,7 @@ and sends nothing unless the tier or the date moved (then one correction).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -17,7 +18,14 @@ from integrations.slack import SlackNotifier
 from tasks.retry import RETRY_OPTIONS
 from tminus.plan import Plan
 from tminus.reconcile import ActionResult, IssueTracker, Outcome
-from tminus.sales import SentRecord, needs_message, parse_record, render_record, sent_record
+from tminus.sales import (
+    Decision,
+    SentRecord,
+    needs_message,
+    parse_record,
+    sales_note,
+    sent_record,
+)
 
 SALES_NOTE_MARKER = "tminus:sales-notified"
 
@@ -53,19 +61,12 @@ def record_sales_message(
     found = tracker.find_note(request.project, tracking_iid, SALES_NOTE_MARKER)
     if found is not None and parse_record(found[1]) == record:
         return
+    # The note is tminus.sales.sales_note (a line for people and the marker), followed by
+    # the history of what sales was told, newest last.
+    note = sales_note(record, cast(Decision, decision))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    verb = "Sales notified" if decision == "announce" else "Correction sent to sales"
-    line = f"- {stamp}: {verb}: {request.tier.value}, launch day {request.launch_date}"
     history = [ln for ln in found[1].splitlines() if ln.startswith("- ")] if found else []
-    body = "\n".join(
-        [
-            render_record(record),
-            "**Sales notification** (kept up to date by tminus)",
-            "",
-            *history,
-            line,
-        ]
-    )
+    body = "\n".join([note, "", *history, f"- {stamp}: {note.splitlines()[0]}"])
     if found is None:
         tracker.add_note(request.project, tracking_iid, body)
     else:

@@ -2,9 +2,10 @@
 
 Sales wants one message per launch and a correction when the date or tier moves, not a
 stream. Slack webhooks cannot be read back, so what was announced is remembered in GitLab: a
-note on the tracking issue carrying a ``SentRecord`` marker (``render_record``). A run reads
-the last marker (``latest_record``), compares it with the launch (``needs_message``) and
-posts only when there is something sales must hear. Pure: no I/O here.
+note on the tracking issue (``sales_note``) carrying a ``SentRecord`` marker
+(``render_record``). A run reads the marker back (``parse_record``), compares it with the
+launch (``needs_message``) and posts only when there is something sales must hear. Pure: no
+I/O here.
 
 Messages are Block Kit within Slack's limits (header 150 characters, section text 3000,
 field 2000, 10 fields, 50 blocks); text people wrote is escaped for mrkdwn (``& < >``) so a
