@@ -14,7 +14,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from integrations.clients import build_calendar, build_checker, build_tracker
-from tasks.retry import RETRY_OPTIONS
 from tminus.audit import (
     AUDIT_NOTE_MARKER,
     STATUS_LABEL_PREFIX,
@@ -37,7 +36,6 @@ TRACKING_LABEL = "launch-issue::tracking"
     name="audit-launch",
     task_run_name="audit {tracking.web_url}",
     cache_policy=NO_CACHE,
-    **RETRY_OPTIONS,
 )
 def audit_one(
     tracker: IssueTracker,

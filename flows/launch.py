@@ -99,8 +99,6 @@ def reconcile_issues(
             existing.get(spec.key),
             user_ids.get(spec.assignee) if spec.assignee else None,
             refs,
-            request.launch_label,
-            plan.launch_marker,
             dry_run,
         )
 

@@ -10,6 +10,7 @@ from integrations.gcal import build_calendar as build_calendar
 from integrations.gitlab import GitLabTracker
 from integrations.gitlab import build_tracker as build_tracker
 from integrations.pages import PageChecker
+from integrations.retry import retry_policy
 from integrations.slack import SlackNotifier
 from tminus.settings import Settings
 
@@ -23,7 +24,7 @@ def build_checker(settings: Settings) -> PageChecker:
 
 def build_notifier(settings: Settings) -> SlackNotifier | None:
     url = settings.sales_webhook
-    return SlackNotifier(url) if url else None
+    return SlackNotifier(url, retry=retry_policy(settings)) if url else None
 
 
 __all__ = ["GitLabTracker", "build_calendar", "build_checker", "build_notifier", "build_tracker"]

@@ -7,9 +7,11 @@ in Calendar itself (one ``events.list`` filtered on the launch), creates what is
 patches only what drifted and cancels (never deletes) what the plan dropped. An unchanged
 launch sends no write.
 
-Resilience: ``execute(num_retries=N)`` retries 5xx, 429 and 403 rate-limit answers and dropped
-connections with its own backoff (it ignores ``Retry-After``). Errors leave this module as
-``TransientError`` or ``PermanentError`` carrying Google's own message.
+Resilience: ``execute()`` runs with its own retries off (``num_retries=0``); each call goes
+through one ``RetryPolicy`` (``integrations.retry``), which retries 5xx, 429 and 403 rate-limit
+answers and dropped connections, bounded, honouring ``Retry-After``. Every call may be repeated:
+inserts carry an id derived from the key, so a repeat answers 409 duplicate. Errors leave this
+module as ``TransientError`` or ``PermanentError`` carrying Google's own message.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ import hashlib
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
+from integrations.retry import RetryPolicy, retry_policy
 from tminus.errors import (
     IntegrationError,
     PermanentError,
@@ -57,7 +59,6 @@ LAUNCH_PROP = "tminus_launch"
 KEY_PROP = "tminus_key"
 ACTIVITY_PROP = "tminus_activity"
 PAGE_SIZE = 250
-NUM_RETRIES = 5
 
 _RATE_LIMIT_REASONS = ("rateLimitExceeded", "userRateLimitExceeded")
 _HINTS = {
@@ -114,8 +115,17 @@ def translate(resource: str) -> Iterator[None]:
         reason, message = google_error(exc)
         if status in _HINTS and not _transient(status, reason):
             message = f"{message} ({_HINTS[status]})"
-        cls = TransientError if _transient(status, reason) else PermanentError
-        raise cls(SYSTEM, message, status=status, resource=resource) from exc
+        if _transient(status, reason):
+            wait = str(exc.resp.get("retry-after", "")).strip()
+            raise TransientError(
+                SYSTEM,
+                message,
+                status=status,
+                resource=resource,
+                retry_after=float(wait) if wait.isdigit() else None,
+                sent=status >= 500 or status == 408,
+            ) from exc
+        raise PermanentError(SYSTEM, message, status=status, resource=resource) from exc
     except google.auth.exceptions.TransportError as exc:
         raise TransientError(
             SYSTEM, f"cannot reach Google's auth service ({type(exc).__name__})", resource=resource
@@ -125,9 +135,12 @@ def translate(resource: str) -> Iterator[None]:
             SYSTEM, f"credentials refused ({type(exc).__name__}); {_HINTS[401]}", resource=resource
         ) from exc
     except (OSError, httplib2.HttpLib2Error) as exc:
-        # After execute()'s own retries: refused or reset connections, timeouts, DNS failures.
+        # Refused or reset connections, timeouts, DNS failures.
         raise TransientError(
-            SYSTEM, f"cannot reach Google Calendar ({type(exc).__name__})", resource=resource
+            SYSTEM,
+            f"cannot reach Google Calendar ({type(exc).__name__})",
+            resource=resource,
+            sent=not isinstance(exc, ConnectionRefusedError),
         ) from exc
 
 
@@ -226,23 +239,20 @@ class CalendarAdapter:
         self,
         service: Any,
         *,
-        num_retries: int = NUM_RETRIES,
+        retry: RetryPolicy | None = None,
         page_size: int = PAGE_SIZE,
-        retry_sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._events = service.events()
-        self._num_retries = num_retries
+        self._retry = retry or RetryPolicy()
         self._page_size = page_size
-        self._sleep = retry_sleep
         self._lock = threading.Lock()
 
     def _execute(self, request: Any, resource: str) -> dict[str, Any]:
-        # HttpRequest keeps its backoff sleep as a replaceable attribute (made for tests);
-        # tests pass a no-op so retries take no time.
-        request._sleep = self._sleep
-        with self._lock, translate(resource):
-            result = request.execute(num_retries=self._num_retries)
-        return dict(result or {})
+        def attempt() -> dict[str, Any]:
+            with self._lock, translate(resource):
+                return dict(request.execute(num_retries=0) or {})
+
+        return self._retry.call(attempt)
 
     def find_events(self, calendar_id: str, launch_slug: str) -> dict[str, dict[str, Any]]:
         """Every event of the launch, cancelled ones too, by key (read from Calendar itself)."""
@@ -597,4 +607,4 @@ def build_calendar(settings: Settings) -> LaunchCalendar:
         )
     except SettingsError as exc:
         return UnconfiguredCalendar("; ".join(exc.problems) + f" ({exc.source})")
-    return CalendarAdapter(service)
+    return CalendarAdapter(service, retry=retry_policy(settings))

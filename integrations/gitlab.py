@@ -1,18 +1,18 @@
 """GitLab, through python-gitlab: the only module that talks to GitLab.
 
-Resilience: python-gitlab itself retries 429 (honouring Retry-After) and, for reads, updates
-and creates GitLab refuses to repeat (labels, links: 409), 5xx and connection errors with
-backoff. Issue creates are different: one whose answer was lost (a 502 from a proxy, a
-timeout) may have happened, so before trying again this module looks the issue up by its key
-in GitLab (``create_issue``). Errors leave this module as ``TransientError`` or
-``PermanentError`` carrying GitLab's own message.
+Resilience: python-gitlab's own retries are off (``_Gitlab`` forces ``max_retries=0``); every
+call goes through one ``RetryPolicy`` (``integrations.retry``): bounded attempts and a
+deadline, backoff, GitLab's ``Retry-After`` honoured. Reads, updates and the creates GitLab
+refuses to repeat (labels, links: 409) are simply retried. An issue create or a note whose
+answer was lost (a 502 from a proxy, a timeout) may have happened, so before trying again it
+is looked up in GitLab (by the issue's key, by the note's text). Errors leave this module as
+``TransientError`` or ``PermanentError`` carrying GitLab's own message.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -22,12 +22,13 @@ import gitlab
 import gitlab.exceptions
 import requests
 
+from integrations.retry import RetryPolicy, retry_policy
 from tminus.errors import PermanentError, TransientError
 from tminus.reconcile import IssueState, IssueWrite, split_description
 from tminus.settings import Settings
 
 SYSTEM = "GitLab"
-CREATE_ATTEMPTS = 8
+CONNECT_TIMEOUT = 5.0  # seconds to open a connection; the read timeout is a setting
 T = TypeVar("T")
 
 _HINTS = {
@@ -41,6 +42,33 @@ def _transient_status(code: int | None) -> bool:
     return code is not None and (code == 429 or code >= 500 or code == 408)
 
 
+_answers = threading.local()
+
+
+class _Session(requests.Session):
+    """Remembers, per thread, the ``Retry-After`` of the last answer: python-gitlab's errors
+    carry the status and body but not the headers."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        _answers.retry_after = None
+        response = super().request(*args, **kwargs)
+        _answers.retry_after = response.headers.get("Retry-After")
+        return response
+
+
+class _Gitlab(gitlab.Gitlab):
+    """python-gitlab with its own retries off: ``RetryPolicy`` is the one retry owner."""
+
+    def http_request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.update(max_retries=0, obey_rate_limit=False, retry_transient_errors=False)
+        return super().http_request(*args, **kwargs)
+
+
+def _retry_after() -> float | None:
+    value = str(getattr(_answers, "retry_after", None) or "").strip()
+    return float(value) if value.isdigit() else None
+
+
 @contextmanager
 def translate(resource: str) -> Iterator[None]:
     """Turn python-gitlab and requests exceptions into tminus errors."""
@@ -51,12 +79,30 @@ def translate(resource: str) -> Iterator[None]:
         message = str(exc.error_message or exc).strip() or "no message"
         if code in _HINTS:
             message = f"{message} ({_HINTS[code]})"
-        cls = TransientError if _transient_status(code) else PermanentError
-        raise cls(SYSTEM, message, status=code, resource=resource) from exc
+        if _transient_status(code):
+            raise TransientError(
+                SYSTEM,
+                message,
+                status=code,
+                resource=resource,
+                retry_after=_retry_after() if code == 429 else None,
+                sent=code != 429,  # a 429 was refused before anything was done
+            ) from exc
+        raise PermanentError(SYSTEM, message, status=code, resource=resource) from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
+        # Only a refused or timed-out *connection* surely sent nothing.
+        not_sent = isinstance(exc, requests.ConnectTimeout) or (
+            isinstance(exc, requests.ConnectionError)
+            and not isinstance(exc, requests.exceptions.ChunkedEncodingError)
+            and "RemoteDisconnected" not in str(exc)
+            and "Connection aborted" not in str(exc)
+        )
         raise TransientError(
-            SYSTEM, f"cannot reach GitLab ({type(exc).__name__})", resource=resource
-        ) from exc
+            SYSTEM,
+            f"cannot reach GitLab ({type(exc).__name__})",
+            resource=resource,
+            sent=not not_sent,
+        ) from None
 
 
 def _state(attrs: dict[str, Any], key: str | None) -> IssueState:
@@ -92,10 +138,10 @@ class GitLabTracker:
     """``IssueTracker`` on a real GitLab (or the stand-in), via python-gitlab."""
 
     def __init__(
-        self, client: gitlab.Gitlab, concurrency: int = 4, create_backoff: float = 0.1
+        self, client: gitlab.Gitlab, concurrency: int = 4, retry: RetryPolicy | None = None
     ) -> None:
         self._gl = client
-        self._create_backoff = create_backoff
+        self._retry = retry or RetryPolicy()
         self._slots = threading.BoundedSemaphore(concurrency)
         self._users: dict[str, int | None] = {}
         self._project_ids: dict[str, int] = {}
@@ -108,10 +154,22 @@ class GitLabTracker:
     def _project(self, project: str) -> Any:
         return self._gl.projects.get(project, lazy=True)
 
-    def _call(self, resource: str, fn: Callable[[], T]) -> T:
-        """Run one GitLab call (with its own retries) within the concurrency bound."""
-        with self._slots, translate(resource):
-            return fn()
+    def _call(
+        self,
+        resource: str,
+        fn: Callable[[], T],
+        *,
+        idempotent: bool = True,
+        recover: Callable[[], T | None] | None = None,
+    ) -> T:
+        """Run one GitLab call under the retry policy, each attempt within the concurrency
+        bound (a wait between attempts holds no slot)."""
+
+        def attempt() -> T:
+            with self._slots, translate(resource):
+                return fn()
+
+        return self._retry.call(attempt, idempotent=idempotent, recover=recover)
 
     def check_project(self, project: str) -> str:
         proj = self._call(f"project {project}", lambda: self._gl.projects.get(project))
@@ -222,28 +280,18 @@ class GitLabTracker:
         return data
 
     def create_issue(self, project: str, write: IssueWrite, labels: tuple[str, ...]) -> IssueState:
-        """Create an issue at most once: after a failed attempt, look it up by key first."""
+        """Create an issue at most once: after a lost answer, look it up by key first."""
         data = self._payload(write)
         data.pop("add_labels", None)
         data["labels"] = list(labels)
         key = split_description(write.description or "")[1]
         proj = self._project(project)
-        resource = f"new issue in {project}"
-        for attempt in range(CREATE_ATTEMPTS):
-            if attempt:
-                time.sleep(min(self._create_backoff * 2**attempt, 5.0))
-                found = key and self._find_key(project, key, labels)
-                if found:
-                    return found
-            try:
-                issue = self._call(
-                    resource, lambda: proj.issues.create(data, retry_transient_errors=False)
-                )
-                return _state(issue.attributes, key)
-            except TransientError:
-                if attempt == CREATE_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._call(
+            f"new issue in {project}",
+            lambda: _state(proj.issues.create(data).attributes, key),
+            idempotent=False,
+            recover=(lambda: self._find_key(project, key, labels)) if key else None,
+        )
 
     def _find_key(self, project: str, key: str, labels: tuple[str, ...]) -> IssueState | None:
         """The issue carrying ``key``, by its labels (consistent at once, unlike search)."""
@@ -286,12 +334,20 @@ class GitLabTracker:
             if exc.status != 409:  # already linked
                 raise
 
-    def add_note(self, project: str, iid: int, body: str) -> None:
+    def add_note(self, project: str, iid: int, body: str) -> int:
+        """Add a note; return its id. After a lost answer, a note with this exact body is
+        looked up before the note is sent again."""
         issue = self._project(project).issues.get(iid, lazy=True)
-        self._call(
+
+        def find() -> int | None:
+            found = self.find_note(project, iid, body)
+            return found[0] if found and found[1] == body else None
+
+        return self._call(
             f"note on {project}#{iid}",
-            # Not retried on 5xx: a lost answer would post the note twice.
-            lambda: issue.notes.create({"body": body}, retry_transient_errors=False),
+            lambda: int(issue.notes.create({"body": body}).id),
+            idempotent=False,
+            recover=find,
         )
 
     def find_note(self, project: str, iid: int, text: str) -> tuple[int, str] | None:
@@ -314,19 +370,23 @@ class GitLabTracker:
         )
 
 
+def gitlab_client(url: str, token: str | None, timeout: float = 15.0) -> gitlab.Gitlab:
+    """A python-gitlab client with its own retries off (``RetryPolicy`` retries)."""
+    timeouts: Any = (min(CONNECT_TIMEOUT, timeout), timeout)  # requests takes (connect, read)
+    return _Gitlab(url, private_token=token, timeout=timeouts, per_page=100, session=_Session())
+
+
 def build_client(settings: Settings) -> gitlab.Gitlab:
     """The one place a GitLab client is built; the token is unwrapped only here."""
     token = settings.gitlab_token.get_secret_value() if settings.gitlab_token else None
     if token is None and settings.embedded:
         token = "sandbox"  # the stand-in accepts any token unless told otherwise
-    return gitlab.Gitlab(
-        settings.gitlab_base_url,
-        private_token=token,
-        timeout=settings.gitlab_timeout,
-        retry_transient_errors=True,
-        per_page=100,
-    )
+    return gitlab_client(settings.gitlab_base_url, token, settings.gitlab_timeout)
 
 
 def build_tracker(settings: Settings) -> GitLabTracker:
-    return GitLabTracker(build_client(settings), concurrency=settings.gitlab_concurrency)
+    return GitLabTracker(
+        build_client(settings),
+        concurrency=settings.gitlab_concurrency,
+        retry=retry_policy(settings),
+    )

@@ -4,10 +4,12 @@ Prefect's own ``SlackWebhook`` block accepts only hooks.slack.com URLs, sends le
 attachments and swallows failures, so tminus posts Block Kit itself.
 
 Answers: ``200 ok`` is success. Errors are a bare code in the body; 4xx codes are
-``PermanentError`` with a one-line fix; 429 waits for ``Retry-After`` (bounded) and retries;
-5xx and connection failures retry with backoff, then ``TransientError``. A timeout *after*
-the request was sent is not retried here: the message may have been posted, and a webhook
-cannot be asked (sales wants one message, not two).
+``PermanentError`` with a one-line fix. A message is re-sent only when it surely was not
+posted: the connection was refused, or Slack answered 429 (waiting ``Retry-After``); the
+``RetryPolicy`` (``integrations.retry``) bounds those attempts. Anything else after the request
+left (a 5xx, from Slack or a proxy in front of it; a timeout; a dropped connection) may follow
+a posted message, and a webhook cannot be asked: it raises ``MaybeSentError`` at once, never a
+second post (sales wants one message, not two).
 
 The webhook URL is a credential (anyone holding it can post to the channel). It never
 appears in an exception, a log line or a repr: errors name only the host, exceptions are
@@ -21,13 +23,13 @@ import email.utils
 import logging
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
 
+from integrations.retry import RetryPolicy
 from tminus.errors import PermanentError, TransientError
 
 SYSTEM = "Slack"
@@ -99,7 +101,7 @@ def _code(response: httpx.Response) -> str:
     return first if _CODE.match(first) else "unexpected_answer"
 
 
-def _retry_after(response: httpx.Response, fallback: float) -> float:
+def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after", "").strip()
     if value.isdigit():
         return float(value)
@@ -109,7 +111,7 @@ def _retry_after(response: httpx.Response, fallback: float) -> float:
             return max(0.0, when.timestamp() - time.time())
         except (TypeError, ValueError):
             pass
-    return fallback
+    return None
 
 
 class SlackNotifier:
@@ -119,11 +121,8 @@ class SlackNotifier:
         self,
         webhook_url: str | SecretStr,
         timeout: float = 10,
-        max_attempts: int = 5,
         *,
-        backoff: float = 0.5,
-        max_wait: float = 30.0,
-        sleep: Callable[[float], None] = time.sleep,
+        retry: RetryPolicy | None = None,
     ) -> None:
         url = webhook_url.get_secret_value() if isinstance(webhook_url, SecretStr) else webhook_url
         parts = urlsplit(url)
@@ -133,10 +132,7 @@ class SlackNotifier:
         self._url = SecretStr(url)
         self.host = parts.hostname
         self.timeout = timeout
-        self.max_attempts = max(1, max_attempts)
-        self.backoff = backoff
-        self.max_wait = max_wait
-        self._sleep = sleep
+        self.retry = retry or RetryPolicy()
         _protect(parts.path + (f"?{parts.query}" if parts.query else ""))
         _protect(parts.path)
 
@@ -144,56 +140,47 @@ class SlackNotifier:
         return f"SlackNotifier(host={self.host!r})"
 
     def post(self, payload: dict[str, Any]) -> None:
-        """Post one message; return when Slack said ``ok``, raise otherwise."""
-        last = "no attempt"
-        last_status: int | None = None
+        """Post one message; return when Slack said ``ok``.
+
+        Raises ``PermanentError`` (refused: not posted), ``TransientError`` (not posted after
+        the policy's attempts) or ``MaybeSentError`` (the answer was lost: it may be posted).
+        """
         with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
-            for attempt in range(1, self.max_attempts + 1):
-                wait = min(self.backoff * 2 ** (attempt - 1), self.max_wait)
-                try:
-                    response = client.post(self._url.get_secret_value(), json=payload)
-                except _NOT_SENT as exc:
-                    last, last_status = (
-                        f"cannot reach Slack at {self.host} ({type(exc).__name__})",
-                        None,
-                    )
-                except httpx.HTTPError as exc:
-                    raise TransientError(
-                        SYSTEM,
-                        f"the answer from {self.host} was lost ({type(exc).__name__}); the "
-                        "message may have been posted: check the channel before running again",
-                        resource=RESOURCE,
-                    ) from None
-                else:
-                    status = response.status_code
-                    if status == 200 and response.text.strip() == "ok":
-                        log.info("Slack message posted (webhook on %s)", self.host)
-                        return
-                    code = _code(response)
-                    last_status = status
-                    if status == 429:
-                        last = "rate limited (429)"
-                        wait = min(_retry_after(response, wait), self.max_wait)
-                    elif status >= 500 or status == 408:
-                        last = f"Slack answered {status} ({code})"
-                    else:
-                        hint = HINTS.get(code, "Slack refused the message")
-                        raise PermanentError(
-                            SYSTEM, f"{code}: {hint}", status=status, resource=RESOURCE
-                        ) from None
-                if attempt < self.max_attempts:
-                    log.warning(
-                        "Slack webhook on %s: %s (attempt %d of %d), retrying in %.1fs",
-                        self.host,
-                        last,
-                        attempt,
-                        self.max_attempts,
-                        wait,
-                    )
-                    self._sleep(wait)
-        raise TransientError(
-            SYSTEM,
-            f"{last} after {self.max_attempts} attempts; try again later",
-            status=last_status,
-            resource=RESOURCE,
-        )
+            self.retry.call(lambda: self._attempt(client, payload), idempotent=False)
+
+    def _attempt(self, client: httpx.Client, payload: dict[str, Any]) -> None:
+        try:
+            response = client.post(self._url.get_secret_value(), json=payload)
+        except _NOT_SENT as exc:
+            raise TransientError(
+                SYSTEM,
+                f"cannot reach Slack at {self.host} ({type(exc).__name__})",
+                resource=RESOURCE,
+                sent=False,
+            ) from None
+        except httpx.HTTPError as exc:
+            raise TransientError(
+                SYSTEM,
+                f"the answer from {self.host} was lost ({type(exc).__name__})",
+                resource=RESOURCE,
+            ) from None
+        status = response.status_code
+        if status == 200 and response.text.strip() == "ok":
+            log.info("Slack message posted (webhook on %s)", self.host)
+            return
+        code = _code(response)
+        if status == 429:
+            raise TransientError(
+                SYSTEM,
+                "rate limited (429)",
+                status=status,
+                resource=RESOURCE,
+                retry_after=_retry_after(response),
+                sent=False,
+            )
+        if status >= 500 or status == 408:
+            raise TransientError(
+                SYSTEM, f"Slack answered {status} ({code})", status=status, resource=RESOURCE
+            )
+        hint = HINTS.get(code, "Slack refused the message")
+        raise PermanentError(SYSTEM, f"{code}: {hint}", status=status, resource=RESOURCE)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.retry import RETRY_OPTIONS
 from tminus.plan import Plan
 from tminus.reconcile import ActionResult
 
 
-@task(name="sync-calendar", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+@task(name="sync-calendar", cache_policy=NO_CACHE)
 def sync_calendar(
     calendar: object, calendar_id: str, plan: Plan, dry_run: bool = False
 ) -> list[ActionResult]:

@@ -10,9 +10,7 @@ import logging
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import task_run
 
-from tasks.retry import RETRY_OPTIONS
 from tminus.errors import PermanentError
 from tminus.plan import IssueSpec, Plan, key_marker_prefix
 from tminus.reconcile import (
@@ -37,7 +35,7 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger("tminus")
 
 
-@task(name="check-gitlab", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+@task(name="check-gitlab", cache_policy=NO_CACHE)
 def check_gitlab(tracker: IssueTracker, plan: Plan) -> dict[str, int]:
     """Read-only pre-flight: the project exists and every person named is a GitLab user.
 
@@ -64,7 +62,7 @@ def check_gitlab(tracker: IssueTracker, plan: Plan) -> dict[str, int]:
     return ids
 
 
-@task(name="find-launch-issues", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+@task(name="find-launch-issues", cache_policy=NO_CACHE)
 def find_launch_issues(tracker: IssueTracker, plan: Plan) -> dict[str, IssueState]:
     """Every issue GitLab has for this launch, by key (oldest wins if a key appears twice)."""
     found: dict[str, IssueState] = {}
@@ -85,7 +83,7 @@ def find_launch_issues(tracker: IssueTracker, plan: Plan) -> dict[str, IssueStat
     return found
 
 
-@task(name="ensure-labels", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+@task(name="ensure-labels", cache_policy=NO_CACHE)
 def ensure_labels(tracker: IssueTracker, plan: Plan, dry_run: bool = False) -> ActionResult:
     """Create the labels the launch uses that the project lacks."""
     labels = plan.labels()
@@ -109,9 +107,7 @@ def ensure_labels(tracker: IssueTracker, plan: Plan, dry_run: bool = False) -> A
     )
 
 
-@task(
-    name="ensure-issue", task_run_name="ensure {spec.key}", cache_policy=NO_CACHE, **RETRY_OPTIONS
-)
+@task(name="ensure-issue", task_run_name="ensure {spec.key}", cache_policy=NO_CACHE)
 def ensure_issue(
     tracker: IssueTracker,
     project: str,
@@ -119,22 +115,9 @@ def ensure_issue(
     existing: IssueState | None,
     assignee_id: int | None,
     refs: dict[str, int],
-    launch_label: str,
-    marker_prefix: str,
     dry_run: bool = False,
 ) -> ActionResult:
     """Find the issue by key; create it if missing, update the fields that drifted, or leave it."""
-    if task_run.get_run_count() > 1:
-        # A retry: an earlier attempt may have created or changed the issue before failing.
-        # Look again in GitLab instead of trusting what we were given.
-        existing = next(
-            (
-                s
-                for s in tracker.find_issues(project, launch_label, marker_prefix)
-                if s.key == spec.key
-            ),
-            None,
-        )
     managed = fill_refs(spec.description, refs)
     result = ActionResult(
         key=spec.key, kind=spec.role.value, title=spec.title, outcome=Outcome.unchanged
@@ -158,9 +141,7 @@ def ensure_issue(
     return result
 
 
-@task(
-    name="drop-issue", task_run_name="drop {existing.key}", cache_policy=NO_CACHE, **RETRY_OPTIONS
-)
+@task(name="drop-issue", task_run_name="drop {existing.key}", cache_policy=NO_CACHE)
 def drop_issue(
     tracker: IssueTracker, project: str, existing: IssueState, reason: str, dry_run: bool = False
 ) -> ActionResult:
@@ -189,7 +170,7 @@ def drop_issue(
     return result
 
 
-@task(name="ensure-links", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+@task(name="ensure-links", cache_policy=NO_CACHE)
 def ensure_links(
     tracker: IssueTracker, project: str, tracking_iid: int, iids: list[int], dry_run: bool = False
 ) -> ActionResult:
@@ -211,7 +192,7 @@ def ensure_links(
 CANCEL_NOTE_MARKER = "tminus:cancelled"
 
 
-@task(name="cancel-launch", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+@task(name="cancel-launch", cache_policy=NO_CACHE)
 def cancel_launch(tracker: IssueTracker, request: LaunchRequest, reason: str) -> ActionResult:
     """Mark a launch cancelled on its tracking issue (label and one comment); delete nothing."""
     key = f"{request.slug}/tracking"

@@ -15,7 +15,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from integrations.slack import SlackNotifier
-from tasks.retry import RETRY_OPTIONS
 from tminus.plan import Plan
 from tminus.reconcile import ActionResult, IssueTracker, Outcome
 from tminus.sales import (
@@ -30,7 +29,7 @@ from tminus.sales import (
 SALES_NOTE_MARKER = "tminus:sales-notified"
 
 
-@task(name="sales-decision", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+@task(name="sales-decision", cache_policy=NO_CACHE)
 def sales_decision(
     tracker: IssueTracker, plan: Plan, tracking_iid: int
 ) -> tuple[str | None, SentRecord | None, int | None]:
@@ -48,7 +47,7 @@ def post_sales_message(notifier: SlackNotifier, payload: dict[str, object]) -> N
     notifier.post(payload)
 
 
-@task(name="record-sales-message", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+@task(name="record-sales-message", cache_policy=NO_CACHE)
 def record_sales_message(
     tracker: IssueTracker, plan: Plan, tracking_iid: int, decision: str
 ) -> None:

@@ -95,6 +95,8 @@ def sandbox_env(url: str) -> dict[str, str]:
         "TMINUS_PAGES_ALLOWED_HOSTS": "127.0.0.1",
         "TMINUS_PAGES_ALLOW_PRIVATE": "true",
         "TMINUS_TIMEZONE": "UTC",
+        # Retries as in production, without the production waits.
+        "TMINUS_RETRY_BACKOFF": "0.01",
     }
 
 
@@ -144,15 +146,3 @@ def prefect_server() -> Iterator[str]:
         temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
     ):
         yield str(PREFECT_API_URL.value())
-
-
-@pytest.fixture
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Task retries without the production back-off delays (1, 2, 4, 8 s)."""
-    import tasks.issues as issue_tasks
-
-    for name in dir(issue_tasks):
-        obj = getattr(issue_tasks, name)
-        if hasattr(obj, "retry_delay_seconds") and hasattr(obj, "fn"):
-            monkeypatch.setattr(obj, "retry_delay_seconds", [0.0] * 4)
-            monkeypatch.setattr(obj, "retry_jitter_factor", None)

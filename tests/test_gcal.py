@@ -35,6 +35,7 @@ from integrations.gcal import (
     new_event,
     translate,
 )
+from integrations.retry import RetryPolicy
 from sandbox.app import ThreadedServer, free_port
 from sandbox.control import Control, ControlMiddleware, Faults
 from sandbox.gcal import API_METHODS, GLOBAL_PARAMS, GCalStore, gcal_routes
@@ -57,6 +58,10 @@ def no_sleep(seconds: float) -> None:
     return None
 
 
+def fast(attempts: int = 8) -> RetryPolicy:
+    return RetryPolicy(attempts=attempts, sleep=no_sleep)
+
+
 @dataclass
 class StandIn:
     url: str
@@ -66,9 +71,8 @@ class StandIn:
     def service(self, **kwargs: Any) -> Any:
         return build_calendar_service(self.url, **kwargs)
 
-    def adapter(self, **kwargs: Any) -> CalendarAdapter:
-        kwargs.setdefault("retry_sleep", no_sleep)
-        return CalendarAdapter(self.service(), **kwargs)
+    def adapter(self, attempts: int = 8, **kwargs: Any) -> CalendarAdapter:
+        return CalendarAdapter(self.service(), retry=fast(attempts), **kwargs)
 
     def log(self) -> list[Any]:
         """The request log, once settled: the middleware records a request just after its
@@ -305,7 +309,7 @@ def test_lost_insert_answers_never_duplicate(
     retry re-sends it and gets 409 duplicate, which the adapter takes as 'already there'."""
     plan = plan_for(l1, playbook)
     gcal.control.set_faults(Faults(after_write_error_rate=0.5, methods=["POST"], seed=3))
-    results = reconcile(gcal.adapter(num_retries=6), plan)
+    results = reconcile(gcal.adapter(attempts=7), plan)
     assert Outcome.failed not in {r.outcome for r in results.values()}
     posts = [(r.status, r.fault) for r in gcal.log() if r.method == "POST"]
     assert (502, "after-write") in posts and (409, None) in posts
@@ -316,7 +320,7 @@ def test_lost_insert_answers_never_duplicate(
 def test_transient_faults_still_converge(
     gcal: StandIn, l1: LaunchRequest, playbook: Playbook, seed: int
 ) -> None:
-    adapter = gcal.adapter(num_retries=8)
+    adapter = gcal.adapter(attempts=9)
     faults = Faults(error_rate=0.2, rate_limit_rate=0.2, after_write_error_rate=0.2, seed=seed)
     gcal.control.set_faults(faults)
     plan = plan_for(l1, playbook)
@@ -346,7 +350,7 @@ def test_rate_limits_are_retried_by_the_client(
     gcal: StandIn, l1: LaunchRequest, playbook: Playbook, status: int, reason: str
 ) -> None:
     gcal.store.fail_next(2, status, reason)
-    results = reconcile(gcal.adapter(num_retries=3), plan_for(l1, playbook))
+    results = reconcile(gcal.adapter(attempts=4), plan_for(l1, playbook))
     assert {r.outcome for r in results.values()} == {Outcome.created}
     assert [r.status for r in gcal.log()[:3]] == [status, status, 200]
 
@@ -356,9 +360,10 @@ def test_rate_limit_beyond_retries_is_transient(
 ) -> None:
     gcal.store.fail_next(5, 403, "rateLimitExceeded")
     with pytest.raises(TransientError) as info:
-        reconcile(gcal.adapter(num_retries=2), plan_for(l1, playbook))
+        reconcile(gcal.adapter(attempts=3), plan_for(l1, playbook))
     err = info.value
-    assert (err.system, err.status, err.message) == ("Google Calendar", 403, "Rate Limit Exceeded")
+    assert (err.system, err.status) == ("Google Calendar", 403)
+    assert err.message == "Rate Limit Exceeded; gave up after 3 attempts in 0s"
     assert err.resource == f"events of calendar {CAL}"
     assert len(gcal.log()) == 3
 
@@ -366,7 +371,7 @@ def test_rate_limit_beyond_retries_is_transient(
 def test_a_failed_write_fails_its_event_only(
     gcal: StandIn, l1: LaunchRequest, playbook: Playbook
 ) -> None:
-    adapter = gcal.adapter(num_retries=0)
+    adapter = gcal.adapter(attempts=1)
     reconcile(adapter, plan_for(l1, playbook))
     moved = plan_for(l1, playbook, launch_date=l1.launch_date + timedelta(days=2))
     gcal.clear_log()
@@ -459,23 +464,22 @@ def test_bad_event_id_is_refused_by_the_stand_in(gcal: StandIn) -> None:
 def test_proxy_errors_after_retries_are_transient(gcal: StandIn) -> None:
     gcal.control.set_faults(Faults(error_rate=1.0))
     with pytest.raises(TransientError) as info:
-        gcal.adapter(num_retries=1).find_events(CAL, "x")
-    assert info.value.status == 502 and info.value.message == "502 injected by the sandbox"
+        gcal.adapter(attempts=2).find_events(CAL, "x")
+    assert info.value.status == 502
+    assert info.value.message.startswith("502 injected by the sandbox; gave up after 2 attempts")
 
 
 def test_connection_refused_is_transient() -> None:
     service = build_calendar_service(f"http://127.0.0.1:{free_port()}")
-    adapter = CalendarAdapter(service, num_retries=1, retry_sleep=no_sleep)
+    adapter = CalendarAdapter(service, retry=fast(2))
     with pytest.raises(TransientError) as info:
         adapter.find_events(CAL, "x")
-    assert info.value.message == "cannot reach Google Calendar (ConnectionRefusedError)"
+    assert info.value.message.startswith("cannot reach Google Calendar (ConnectionRefusedError)")
 
 
 def test_timeout_is_transient(gcal: StandIn) -> None:
     gcal.control.set_faults(Faults(latency_ms=400))
-    adapter = CalendarAdapter(
-        build_calendar_service(gcal.url, timeout=0.1), num_retries=0, retry_sleep=no_sleep
-    )
+    adapter = CalendarAdapter(build_calendar_service(gcal.url, timeout=0.1), retry=fast(1))
     with pytest.raises(TransientError) as info:
         adapter.find_events(CAL, "x")
     assert "TimeoutError" in info.value.message
@@ -520,14 +524,14 @@ def test_service_account_file_sends_a_self_signed_jwt(
     gcal.store.require_auth = True
     key_file = tmp_path / "sa.json"
     key_file.write_text(json.dumps(service_account_info))
-    adapter = CalendarAdapter(build_calendar_service(gcal.url, str(key_file)), retry_sleep=no_sleep)
+    adapter = CalendarAdapter(build_calendar_service(gcal.url, str(key_file)), retry=fast())
     results = reconcile(adapter, plan_for(l1, playbook))
     assert {r.outcome for r in results.values()} == {Outcome.created}
 
 
 def test_bearer_token_and_anonymous(gcal: StandIn) -> None:
     gcal.store.require_auth = True
-    CalendarAdapter(gcal.service(token="ya29.test"), retry_sleep=no_sleep).find_events(CAL, "x")
+    CalendarAdapter(gcal.service(token="ya29.test"), retry=fast()).find_events(CAL, "x")
     with pytest.raises(PermanentError) as info:
         gcal.adapter().find_events(CAL, "x")
     assert info.value.status == 401
@@ -604,10 +608,10 @@ def test_service_account_from_a_prefect_secret_block(
         load_service_account_info("tminus-test-gcal-nowhere")
     gcal.store.require_auth = True
     service = build_calendar_service(gcal.url, secret_block="tminus-test-gcal-dict")
-    assert CalendarAdapter(service, retry_sleep=no_sleep).find_events(CAL, "x") == {}
+    assert CalendarAdapter(service, retry=fast()).find_events(CAL, "x") == {}
     info = load_service_account_info("tminus-test-gcal-text")
     service = build_calendar_service(gcal.url, service_account_info=info)
-    assert CalendarAdapter(service, retry_sleep=no_sleep).find_events(CAL, "x") == {}
+    assert CalendarAdapter(service, retry=fast()).find_events(CAL, "x") == {}
 
 
 # --- the stand-in itself ----------------------------------------------------------------

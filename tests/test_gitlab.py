@@ -11,7 +11,8 @@ from pathlib import Path
 import gitlab
 import pytest
 
-from integrations.gitlab import GitLabTracker, build_tracker
+from integrations.gitlab import GitLabTracker, build_tracker, gitlab_client
+from integrations.retry import RetryPolicy
 from sandbox.app import ThreadedServer, create_sandbox
 from tminus.errors import PermanentError, TransientError
 from tminus.reconcile import IssueWrite, compose_description
@@ -20,6 +21,10 @@ from tminus.settings import Settings, load_settings
 from .conftest import SandboxClient
 
 PROJECT = "marketing/launches"
+
+
+def no_sleep(seconds: float) -> None:
+    pass
 
 
 def write(key: str, title: str = "T", **kw) -> IssueWrite:
@@ -158,7 +163,7 @@ def test_a_lost_create_is_found_not_repeated(sandbox: SandboxClient, settings: S
 
 
 def test_create_gives_up_as_transient(sandbox: SandboxClient) -> None:
-    tracker = GitLabTracker(sandbox.gitlab(), create_backoff=0)
+    tracker = GitLabTracker(gitlab_client(sandbox.url, "t"), retry=RetryPolicy(sleep=no_sleep))
     tracker.check_project(PROJECT)
     sandbox.faults(error_rate=1.0, methods=["POST"])
     with pytest.raises(TransientError, match="502"):
@@ -168,7 +173,10 @@ def test_create_gives_up_as_transient(sandbox: SandboxClient) -> None:
 def test_connection_refused_is_transient() -> None:
     from sandbox.app import free_port
 
-    tracker = GitLabTracker(gitlab.Gitlab(f"http://127.0.0.1:{free_port()}", timeout=1))
+    tracker = GitLabTracker(
+        gitlab_client(f"http://127.0.0.1:{free_port()}", "t", timeout=1),
+        retry=RetryPolicy(sleep=no_sleep),
+    )
     with pytest.raises(TransientError, match="cannot reach GitLab"):
         tracker.check_project(PROJECT)
 

@@ -98,7 +98,7 @@ def test_first_run_creates_everything_second_run_writes_nothing(
 
 
 def test_thirty_percent_faults_leave_the_same_issues(
-    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest, fast_retries: None
+    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest
 ) -> None:
     run(l1)
     clean = snapshot(sandbox)
@@ -339,7 +339,7 @@ def test_two_runs_of_one_launch_at_once_create_each_issue_once(
 
 
 def test_a_lost_answer_on_the_sales_record_leaves_one_note(
-    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest, fast_retries: None
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
 ) -> None:
     # The tracking issue is created last: #9 of L2's nine issues. Every note posted on it is
     # written, then answered 502 (a lost answer).

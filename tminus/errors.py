@@ -9,6 +9,7 @@
     │   └── SettingsError            an environment variable or setting that does not validate
     └── IntegrationError             an external system refused or failed (system, status, resource)
         ├── TransientError           worth retrying: 429, 5xx, timeouts, connection errors
+        │   └── MaybeSentError       a write whose answer was lost and that must not be re-sent
         └── PermanentError           retrying will not help: 401, 403, 404, 422, ...
 
 Vendor exceptions are translated at the adapter boundary (``raise ... from exc``) so flows and
@@ -65,7 +66,36 @@ class IntegrationError(TminusError):
 
 
 class TransientError(IntegrationError):
-    """A failure that may pass: rate limits, server errors, timeouts, dropped connections."""
+    """A failure that may pass: rate limits, server errors, timeouts, dropped connections.
+
+    ``retry_after`` is the wait the system asked for (``Retry-After``), if any. ``sent`` says
+    whether the request may have reached the system and been acted on: ``False`` when it
+    surely was not (the connection was refused, a 429), ``True`` when the answer was lost
+    after sending (a 5xx from a proxy, a read timeout). The retry owner
+    (``integrations.retry``) re-sends a write only when ``sent`` is false or the write is
+    idempotent; otherwise it looks the result up first.
+    """
+
+    def __init__(
+        self,
+        system: str,
+        message: str,
+        *,
+        status: int | None = None,
+        resource: str | None = None,
+        retry_after: float | None = None,
+        sent: bool = True,
+    ) -> None:
+        super().__init__(system, message, status=status, resource=resource)
+        self.retry_after = retry_after
+        self.sent = sent
+
+
+class MaybeSentError(TransientError):
+    """A write that cannot be looked up (a Slack message) may or may not have happened.
+
+    Nothing retries it: a person checks (the message says where) and decides.
+    """
 
 
 class PermanentError(IntegrationError):

@@ -3,31 +3,143 @@
 The tier comes, in order, from a ``Launch-Tier: L1|L2|L3`` line in the release description,
 from a launch file in the launches folder whose ``release_tag`` matches the release tag, or
 from the project's default tier. The rule that decided is recorded with the request.
+
+``Release`` is the on-release flow's parameter, and the webhook receiver builds the event
+payload as one, so every value is bounded to what GitLab really sends: ids are positive 32-bit
+integers, tags follow git's ref-name rules, paths GitLab's path rules, URLs are http(s), and
+the description is an excerpt (``description_excerpt``) that keeps what decides the launch.
+A release the receiver accepts is therefore a parameter Prefect accepts (well under its
+512 KiB limit) and the flow can run.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, TypeAdapter
 
 from tminus.errors import LaunchFileError
 from tminus.request import LaunchRequest, Tier, parse_launch_request, slugify
 
 TIER_LINE = re.compile(r"^\s*Launch-Tier:\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
 
+# --- what a GitLab release can hold ------------------------------------------------------------
+
+# GitLab's ids (projects.id and the like) are PostgreSQL integer columns.
+GITLAB_MAX_ID = 2**31 - 1
+TAG_MAX_CHARS = 255  # also LaunchRequest.release_tag's limit
+NAME_MAX_CHARS = 1024
+PATH_MAX_CHARS = 1024
+URL_MAX_CHARS = 2048
+DELIVERY_MAX_CHARS = 255
+# What the run receives of the release notes: the decision needs one line, the launch's
+# summary one more; the rest stays in GitLab.
+DESCRIPTION_MAX_CHARS = 4000
+TIER_VALUE_MAX_CHARS = 40  # longer is never a tier; kept short enough to show in the error
+# A launch date counts back up to 365 days and forward up to 60 (the playbook's lead times).
+EARLIEST_RELEASE = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_RELEASE = datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC)
+# GitLab's namespace and project paths: letters, digits, '_', '-', '.', not starting with '-'.
+PATH_PATTERN = r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_.][A-Za-z0-9_.-]*)+$"
+# git check-ref-format: no ASCII control characters, space, ~ ^ : ? * [ or backslash.
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+
+
+def check_text(value: str) -> str:
+    """Text every system downstream can store: no NUL (PostgreSQL refuses it) and no unpaired
+    surrogate (not encodable as UTF-8)."""
+    if "\x00" in value:
+        raise ValueError("contains a NUL character; remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"contains an unpaired surrogate at character {exc.start}; send valid Unicode"
+        ) from None
+    return value
+
+
+def check_tag_name(tag: str) -> str:
+    """git's ref-name rules (``git check-ref-format``), plus GitLab's 'no leading -'."""
+    problems = []
+    if _REF_FORBIDDEN.search(tag):
+        problems.append("no spaces, control characters or any of ~ ^ : ? * [ \\")
+    if ".." in tag:
+        problems.append("no '..'")
+    if "@{" in tag or tag == "@":
+        problems.append("no '@{' and not '@' alone")
+    if tag.startswith(("-", "/")):
+        problems.append("must not start with '-' or '/'")
+    if tag.endswith(("/", ".")) or "//" in tag:
+        problems.append("must not end with '/' or '.', nor contain '//'")
+    if any(part.startswith(".") or part.endswith(".lock") for part in tag.split("/")):
+        problems.append("no part may start with '.' or end with '.lock'")
+    if problems:
+        raise ValueError("is not a valid git tag name (" + "; ".join(problems) + ")")
+    return check_text(tag)
+
+
+def check_http_url(value: str) -> str:
+    """An http(s) URL (as pydantic's ``HttpUrl`` checks it); the text is kept as sent."""
+    check_text(value)
+    _HTTP_URL.validate_python(value)
+    return value
+
+
+def check_release_time(value: datetime) -> datetime:
+    """The time in UTC, within the years a launch date can be planned from."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST_RELEASE <= utc <= LATEST_RELEASE:
+        raise ValueError(
+            f"is out of range; give a time between {EARLIEST_RELEASE:%Y-%m-%d} and "
+            f"{LATEST_RELEASE:%Y-%m-%d} (UTC)"
+        )
+    return utc
+
+
+def _check_iso_time(value: str) -> str:
+    """ISO 8601 text of a time or date in range (the receiver sends UTC)."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("is not an ISO 8601 time such as 2020-11-02T12:55:12+00:00") from None
+    check_release_time(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+    return value
+
+
+GitLabId = Annotated[int, Field(strict=True, ge=1, le=GITLAB_MAX_ID)]
+TagName = Annotated[
+    str, Field(min_length=1, max_length=TAG_MAX_CHARS), AfterValidator(check_tag_name)
+]
+ProjectPath = Annotated[str, Field(max_length=PATH_MAX_CHARS, pattern=PATH_PATTERN)]
+WebUrl = Annotated[
+    str, Field(min_length=1, max_length=URL_MAX_CHARS), AfterValidator(check_http_url)
+]
+ReleaseName = Annotated[str, Field(max_length=NAME_MAX_CHARS), AfterValidator(check_text)]
+Text = Annotated[str, AfterValidator(check_text)]
+ReleaseTime = Annotated[str, Field(max_length=64), AfterValidator(_check_iso_time)]
+DeliveryKey = Annotated[
+    str, Field(min_length=1, max_length=DELIVERY_MAX_CHARS), AfterValidator(check_text)
+]
+
 
 class ReleaseProject(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    id: int | None = None
-    path_with_namespace: str = Field(description="The project's full path, e.g. group/project.")
-    web_url: str | None = None
+    id: GitLabId | None = Field(default=None, description="The project's GitLab id.")
+    path_with_namespace: ProjectPath = Field(
+        description="The project's full path, e.g. group/project."
+    )
+    web_url: WebUrl | None = Field(default=None, description="The project's page.")
 
 
 class Release(BaseModel):
@@ -36,19 +148,47 @@ class Release(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     action: Literal["create", "update", "delete"] = Field(description="What happened to it.")
-    tag: str = Field(min_length=1, description="The release's tag, e.g. v17.2.0.")
-    name: str | None = Field(default=None, description="The release title.")
-    description: str | None = Field(
-        default=None, description="Release notes; a 'Launch-Tier: L2' line decides the tier."
+    tag: TagName = Field(description="The release's tag, e.g. v17.2.0.")
+    name: ReleaseName | None = Field(default=None, description="The release title.")
+    description: Annotated[Text, Field(max_length=DESCRIPTION_MAX_CHARS)] | None = Field(
+        default=None,
+        description="Release notes (an excerpt); a 'Launch-Tier: L2' line decides the tier.",
     )
-    url: str | None = Field(default=None, description="The release page.")
-    released_at: str | None = Field(default=None, description="ISO 8601 time of the release.")
+    url: WebUrl | None = Field(default=None, description="The release page.")
+    released_at: ReleaseTime | None = Field(
+        default=None, description="ISO 8601 time of the release."
+    )
     project: ReleaseProject
-    delivery: str | None = Field(default=None, description="The webhook delivery it came from.")
+    delivery: DeliveryKey | None = Field(
+        default=None, description="The webhook delivery it came from."
+    )
 
     @property
     def project_path(self) -> str:
         return self.project.path_with_namespace
+
+
+def description_excerpt(description: str, limit: int = DESCRIPTION_MAX_CHARS) -> str:
+    """Release notes cut to ``limit`` characters, deciding what the whole notes decide.
+
+    Short notes are kept as they are. Longer ones become: their first ``Launch-Tier:`` line
+    (so the tier, or the error naming a bad value, is the same), the opening lines (where the
+    launch's summary comes from) cut at a line end, and a note that the rest is in GitLab.
+    """
+    if len(description) <= limit:
+        return description
+    match = TIER_LINE.search(description)
+    tier_line = f"Launch-Tier: {match.group(1)[:TIER_VALUE_MAX_CHARS]}\n" if match else ""
+    note = f"\n[… shortened: the full notes ({len(description):,} characters) are in GitLab]"
+    head = description[: max(0, limit - len(tier_line) - len(note))]
+    line_end = head.rfind("\n")
+    if line_end >= 0:
+        head = head[: line_end + 1]
+    excerpt = tier_line + head + note
+    if match is None and TIER_LINE.search(excerpt):
+        # A line cut short can read as a tier line the notes do not have.
+        excerpt = tier_line + note.lstrip("\n")
+    return excerpt
 
 
 @dataclass(frozen=True)
@@ -73,19 +213,32 @@ def tier_from_description(description: str | None) -> Tier | None:
 
 
 def find_launch_file(folder: Path | None, tag: str) -> Path | None:
-    """A launch file for this release: ``<tag>.yaml`` or any file with ``release_tag: <tag>``."""
+    """A launch file for this release: ``<tag>.yaml`` or any file with ``release_tag: <tag>``.
+
+    Only files inside ``folder`` (after resolving ``..`` and symlinks) are read, whatever the
+    tag says: the release models refuse tags like ``../x``, and this holds even if they did not.
+    """
     if folder is None or not folder.is_dir():
         return None
-    direct = [folder / f"{tag}.yaml", folder / f"{tag}.yml"]
-    for path in direct:
-        if path.is_file():
+    root = folder.resolve()
+
+    def inside(path: Path) -> bool:
+        try:
+            return path.resolve().is_relative_to(root) and path.is_file()
+        except (OSError, ValueError):  # a loop of symlinks, a NUL in the name
+            return False
+
+    for path in (folder / f"{tag}.yaml", folder / f"{tag}.yml"):
+        if inside(path):
             return path
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        if not inside(path):
+            continue
         # Match on the raw file: a launch file for this release with a mistake in it must fail
         # the run naming the mistake, not be passed over for a made-up launch.
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
         if isinstance(raw, dict) and str(raw.get("release_tag")) == tag:
             return path
@@ -115,6 +268,10 @@ def release_day(release: Release, today: date) -> date:
     return today
 
 
+def _fit(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def request_from_release(
     release: Release,
     decision: TierDecision,
@@ -128,18 +285,21 @@ def request_from_release(
     from the release itself (the release is the priority feature, its page the docs)."""
     if launch_file is not None:
         return launch_file.model_copy(update={"tier": decision.tier})
-    name = release.name or release.tag
+    # One line, single spaces: the request's fields are one-line and stripped.
+    name = " ".join((release.name or "").split()) or release.tag
     summary = next(
         (
-            ln.strip()
+            " ".join(ln.split())
             for ln in (release.description or "").splitlines()
             if ln.strip() and not TIER_LINE.match(ln)
         ),
         f"Release {release.tag} of {release.project_path}.",
     )
+    feature_name = _fit(name if len(name) >= 2 else f"Release {name}", 120)
+    docs_url = release.url or release.project.web_url
     data: dict[str, Any] = {
         "slug": slugify(f"{release.project_path.rsplit('/', 1)[-1]}-{release.tag}")[:48].strip("-"),
-        "title": name if len(name) >= 3 else f"Release {name}",
+        "title": _fit(name if len(name) >= 3 else f"Release {name}", 120),
         "tier": decision.tier.value,
         "launch_date": release_day(release, today).isoformat(),
         "owner": owner,
@@ -147,12 +307,12 @@ def request_from_release(
         "release_tag": release.tag,
         "features": [
             {
-                "name": name if len(name) >= 2 else f"Release {name}",
-                "summary": (summary if len(summary) >= 10 else f"Release {release.tag}: {summary}")[
-                    :280
-                ],
-                "docs_urls": [release.url] if release.url else [],
-                "features_page_title": name if len(name) >= 2 else f"Release {name}",
+                "name": feature_name,
+                "summary": _fit(
+                    summary if len(summary) >= 10 else f"Release {release.tag}: {summary}", 280
+                ),
+                "docs_urls": [docs_url] if docs_url else [],
+                "features_page_title": feature_name,
             }
         ],
     }

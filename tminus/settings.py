@@ -46,6 +46,22 @@ class Settings(BaseSettings):
     gitlab_concurrency: int = Field(
         default=4, ge=1, le=32, description="GitLab requests in flight at once, per launch run."
     )
+    retry_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=20,
+        description="Attempts per call to GitLab, Calendar or Slack (429, 5xx, timeouts).",
+    )
+    retry_backoff: float = Field(
+        default=0.5, ge=0, le=30, description="First wait between attempts, doubling after."
+    )
+    retry_deadline: float = Field(
+        default=40.0,
+        gt=0,
+        le=600,
+        description="Seconds after which no new attempt of a call starts: an unreachable "
+        "service fails in about this plus one timeout.",
+    )
     calendar_id: str = Field(
         default="marketing-launches",
         description="Google Calendar id of the marketing launch calendar.",
