@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from tminus.errors import LaunchFileError
 from tminus.release import (
+    DESCRIPTION_MAX_CHARS,
     Release,
     decide_tier,
+    description_excerpt,
     find_launch_file,
+    release_day,
     request_from_release,
     tier_from_description,
 )
@@ -105,3 +111,175 @@ def test_launch_file_keeps_its_fields_and_takes_the_decided_tier() -> None:
         today=date(2030, 1, 1),
     )
     assert request.slug == file_request.slug and request.tier is Tier.L1
+
+
+# --- bounded to what GitLab sends ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"project": {**PAYLOAD["project"], "id": 10**30}}, "project.id"),
+        ({"project": {**PAYLOAD["project"], "id": 2**31}}, "project.id"),
+        ({"project": {**PAYLOAD["project"], "id": 0}}, "project.id"),
+        ({"project": {**PAYLOAD["project"], "id": True}}, "project.id"),
+        ({"project": {**PAYLOAD["project"], "path_with_namespace": "../etc"}}, "project.path"),
+        ({"project": {**PAYLOAD["project"], "path_with_namespace": "a/" + "b" * 2000}}, "project"),
+        ({"tag": "../x"}, "tag"),
+        ({"tag": "-rf"}, "tag"),
+        ({"tag": "/etc/passwd"}, "tag"),
+        ({"tag": "v1 .0"}, "tag"),
+        ({"tag": "v1\x00"}, "tag"),
+        ({"tag": "v1.lock"}, "tag"),
+        ({"tag": "v1@{0}"}, "tag"),
+        ({"tag": "v" * 256}, "tag"),
+        ({"name": "n" * 1025}, "name"),
+        ({"description": "d" * 4001}, "description"),
+        ({"description": "bad \ud800 text"}, "description"),
+        ({"url": "javascript:alert(1)"}, "url"),
+        ({"url": "https://example.com/" + "x" * 2100}, "url"),
+        ({"released_at": "9999-12-31T23:59:59-23:59"}, "released_at"),
+        ({"released_at": "1066-10-14T09:00:00+00:00"}, "released_at"),
+        ({"released_at": "last tuesday"}, "released_at"),
+        ({"delivery": "k" * 256}, "delivery"),
+    ],
+)
+def test_release_refuses_what_gitlab_never_sends(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        release(**changes)
+    locations = [".".join(str(p) for p in e["loc"]) for e in caught.value.errors()]
+    assert any(loc.startswith(field) for loc in locations), locations
+
+
+@pytest.mark.parametrize(
+    "tag", ["v1.1", "v17.2.0-rc.1+build.5", "release/2024-01", "версия-2", "a" * 255, "x"]
+)
+def test_release_takes_real_tags(tag: str) -> None:
+    assert release(tag=tag).tag == tag
+
+
+def test_release_takes_the_largest_gitlab_id_and_a_date_only_time() -> None:
+    rel = release(project={**PAYLOAD["project"], "id": 2**31 - 1}, released_at="2031-01-02")
+    assert rel.project.id == 2**31 - 1
+    assert release_day(rel, date(2030, 1, 1)) == date(2031, 1, 2)
+
+
+def test_launch_file_lookup_never_leaves_the_folder(tmp_path: Path) -> None:
+    """Defence in depth under the models: a tag that climbs out finds nothing."""
+    launches = tmp_path / "launches"
+    launches.mkdir()
+    (tmp_path / "x.yaml").write_text("release_tag: ../x\n")
+    (tmp_path / "secret.yaml").write_text("release_tag: v9\n")
+    assert find_launch_file(launches, "../x") is None
+    assert find_launch_file(launches, str(tmp_path / "x")) is None  # absolute
+    (launches / "linked.yaml").symlink_to(tmp_path / "secret.yaml")
+    assert find_launch_file(launches, "v9") is None
+    assert find_launch_file(launches, "linked") is None
+    # Inside the folder, also in a subfolder (tags may hold '/'), files are still found.
+    (launches / "release").mkdir()
+    (launches / "release" / "v2.yaml").write_text("anything")
+    assert find_launch_file(launches, "release/v2") == launches / "release" / "v2.yaml"
+
+
+# --- the description excerpt the run receives ----------------------------------------------------
+
+
+def _decision(description: str) -> str:
+    try:
+        tier = tier_from_description(description)
+    except LaunchFileError as exc:
+        return f"error: {exc}"[:60]
+    return tier.value if tier else "none"
+
+
+def test_a_900_kb_description_becomes_an_excerpt_that_decides_the_same() -> None:
+    notes = (
+        "Dark mode for everyone.\n" + ("A long changelog line.\n" * 40_000) + "Launch-Tier: L2\n"
+    )
+    assert len(notes) > 900_000
+    excerpt = description_excerpt(notes)
+    assert len(excerpt) <= DESCRIPTION_MAX_CHARS
+    assert tier_from_description(excerpt) is Tier.L2
+    assert excerpt.endswith(f"the full notes ({len(notes):,} characters) are in GitLab]")
+    rel = release(description=excerpt)  # the flow's model takes it
+    request = request_from_release(
+        rel,
+        decide_tier(rel, None, None, Tier.L3),
+        launch_file=None,
+        owner="pmm",
+        launch_project=None,
+        today=date(2030, 1, 1),
+    )
+    assert request.tier is Tier.L2
+    assert request.features[0].summary == "Dark mode for everyone."
+    short = "Launch-Tier: L1\nsmall notes"
+    assert description_excerpt(short) == short
+
+
+_LINES = st.sampled_from(
+    ["", " ", "Launch-Tier: L1", "launch-tier:   l3  ", "Launch-Tier: XL", "Launch-Tier:", "L2"]
+) | st.text(alphabet=st.sampled_from("Launch-Tier: L12\n x"), max_size=30)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    lines=st.lists(_LINES, max_size=40),
+    limit=st.integers(min_value=120, max_value=400),
+)
+def test_excerpt_decides_the_tier_like_the_whole_description(lines: list[str], limit: int) -> None:
+    notes = "\n".join(lines)
+    excerpt = description_excerpt(notes, limit)
+    assert len(excerpt) <= max(limit, len(notes) if len(notes) <= limit else 0)
+    assert _decision(excerpt) == _decision(notes), (notes, excerpt)
+
+
+_TAGS = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._+/-]{0,60}\Z").filter(
+    lambda t: (
+        ".." not in t
+        and "//" not in t
+        and not t.endswith(("/", ".", ".lock"))
+        and "/." not in t
+        and not any(p.endswith(".lock") for p in t.split("/"))
+    )
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    tag=_TAGS | st.just("x"),
+    name=st.none() | st.text(max_size=300).filter(lambda s: "\x00" not in s),
+    description=st.none() | st.text(max_size=600).filter(lambda s: "\x00" not in s),
+    path=st.from_regex(
+        r"\A[A-Za-z0-9_.][A-Za-z0-9_.-]{0,30}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,30}){1,3}\Z"
+    ),
+    released=st.datetimes(
+        # the years a launch can be planned in (tminus.request)
+        min_value=datetime(2001, 1, 1),
+        max_value=datetime(2099, 1, 1),
+        timezones=st.just(UTC),
+    ),
+)
+def test_every_valid_release_becomes_a_launch_request(
+    tag: str, name: str | None, description: str | None, path: str, released: datetime
+) -> None:
+    """What the receiver accepts, the flow can run: no release it lets through makes an
+    invalid launch request (a bad Launch-Tier value is the one error, and it names itself)."""
+    try:
+        rel = release(
+            tag=tag,
+            name=name,
+            description=description,
+            released_at=released.isoformat(),
+            project={"id": 7, "path_with_namespace": path},
+        )
+    except ValidationError:
+        assume(False)
+        return
+    try:
+        decision = decide_tier(rel, None, None, Tier.L3)
+    except LaunchFileError:
+        return  # a Launch-Tier line with a bad value: the run fails naming it
+    request = request_from_release(
+        rel, decision, launch_file=None, owner="pmm", launch_project=None, today=date(2030, 1, 1)
+    )
+    assert request.release_tag == tag

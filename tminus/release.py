@@ -44,8 +44,11 @@ TIER_VALUE_MAX_CHARS = 40  # longer is never a tier; kept short enough to show i
 # A launch date counts back up to 365 days and forward up to 60 (the playbook's lead times).
 EARLIEST_RELEASE = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST_RELEASE = datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC)
-# GitLab's namespace and project paths: letters, digits, '_', '-', '.', not starting with '-'.
-PATH_PATTERN = r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_.][A-Za-z0-9_.-]*)+$"
+# GitLab's namespace and project paths: 2 to 21 parts (20 nested groups) of letters, digits,
+# '_', '-' and '.', each starting and ending with a letter, digit or '_', with no '..' and not
+# ending in '.git' or '.atom' (so never '.' or '..'). What tminus.request takes as a project.
+PATH_PATTERN = r"^[A-Za-z0-9_.\-/]+$"
+_PATH_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,253}[A-Za-z0-9_])?")
 # git check-ref-format: no ASCII control characters, space, ~ ^ : ? * [ or backslash.
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 _HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
@@ -85,6 +88,20 @@ def check_tag_name(tag: str) -> str:
     return check_text(tag)
 
 
+def check_project_path(value: str) -> str:
+    """A GitLab project's full path (``group/subgroup/project``)."""
+    parts = value.split("/")
+    if not 2 <= len(parts) <= 21:
+        raise ValueError("is not a project's full path: give group/project (at most 20 groups)")
+    for part in parts:
+        if not _PATH_PART.fullmatch(part) or ".." in part or part.endswith((".git", ".atom")):
+            raise ValueError(
+                f"has the part {part[:40]!r}, not a GitLab path: use letters, digits, '_', '-' "
+                "and '.', starting and ending with a letter, digit or '_' (no '..', '.git')"
+            )
+    return value
+
+
 def check_http_url(value: str) -> str:
     """An http(s) URL (as pydantic's ``HttpUrl`` checks it); the text is kept as sent."""
     check_text(value)
@@ -120,7 +137,11 @@ GitLabId = Annotated[int, Field(strict=True, ge=1, le=GITLAB_MAX_ID)]
 TagName = Annotated[
     str, Field(min_length=1, max_length=TAG_MAX_CHARS), AfterValidator(check_tag_name)
 ]
-ProjectPath = Annotated[str, Field(max_length=PATH_MAX_CHARS, pattern=PATH_PATTERN)]
+ProjectPath = Annotated[
+    str,
+    Field(max_length=PATH_MAX_CHARS, pattern=PATH_PATTERN),
+    AfterValidator(check_project_path),
+]
 WebUrl = Annotated[
     str, Field(min_length=1, max_length=URL_MAX_CHARS), AfterValidator(check_http_url)
 ]
@@ -272,6 +293,14 @@ def _fit(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def _one_line(text: str) -> str:
+    """Text as one line with single spaces: the launch request's fields are one-line."""
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
 def request_from_release(
     release: Release,
     decision: TierDecision,
@@ -286,12 +315,12 @@ def request_from_release(
     if launch_file is not None:
         return launch_file.model_copy(update={"tier": decision.tier})
     # One line, single spaces: the request's fields are one-line and stripped.
-    name = " ".join((release.name or "").split()) or release.tag
+    name = _one_line(release.name or "") or release.tag
     summary = next(
         (
-            " ".join(ln.split())
+            _one_line(ln)
             for ln in (release.description or "").splitlines()
-            if ln.strip() and not TIER_LINE.match(ln)
+            if _one_line(ln) and not TIER_LINE.match(ln)
         ),
         f"Release {release.tag} of {release.project_path}.",
     )
