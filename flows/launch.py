@@ -5,7 +5,7 @@ trigger, schedule) fails parameter validation because ``LaunchRequest`` is "not 
 """
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,20 +32,24 @@ from tasks.issues import (
 from tasks.locks import launch_lock
 from tasks.pages import check_pages
 from tasks.sales import (
+    MAYBE_SENT,
+    SalesState,
+    now_stamp,
     outcome_for,
     post_sales_message,
-    record_sales_message,
     sales_decision,
     sales_result,
+    write_sales_note,
 )
-from tminus.errors import TminusError
+from integrations.slack import as_markdown
+from tminus.errors import IntegrationError, MaybeSentError, TminusError
 from tminus.plan import IssueRole, Plan
 from tminus.planner import plan_launch
 from tminus.playbook import load_playbook
 from tminus.reconcile import ActionResult, IssueTracker, Outcome
 from tminus.report import counts, plan_markdown, results_rows
 from tminus.request import LaunchRequest
-from tminus.sales import SentRecord, sales_message, sent_record
+from tminus.sales import intent_note, sales_message, sent_note, sent_record
 from tminus.settings import Settings, load_settings
 
 
@@ -147,11 +151,15 @@ class SalesApproval(RunInput):
 class PendingMessage:
     """A message to sales that is decided but not sent yet."""
 
-    decision: str
-    previous: SentRecord | None
+    state: SalesState
     payload: dict[str, Any]
     what: str
     tracking_iid: int
+
+    @property
+    def shown(self) -> str:
+        """The whole message as sales will read it (markdown), for the artifact and the form."""
+        return f"## Message to sales ({self.what})\n\n{as_markdown(self.payload)}\n"
 
 
 def prepare_sales(
@@ -166,35 +174,55 @@ def prepare_sales(
         return sales_result(plan, Outcome.skipped, "no tracking issue to record the message on")
     if build_notifier(settings) is None:
         return sales_result(plan, Outcome.skipped, "TMINUS_SLACK_WEBHOOK_URL is not set")
-    decision, previous, _ = sales_decision(tracker, plan, tracking.iid)
-    if decision is None:
+    state = sales_decision(tracker, plan, tracking.iid)
+    if state.decision == "unknown":
+        return sales_result(plan, Outcome.failed, MAYBE_SENT, url=tracking.url)
+    settled = state.note.settled()
+    if state.decision is None:
+        if settled != state.note and not dry_run:  # a PMM said "it arrived": tidy the note
+            write_sales_note(tracker, plan, tracking.iid, state.note_id, settled)
         return sales_result(plan, Outcome.unchanged, "sales already told; tier and date unchanged")
     payload = sales_message(
         plan.request,
         tracking_url=tracking.url,
         features_url=settings.features_page,
-        correction_of=previous if decision == "correct" else None,
+        correction_of=settled.sent if state.decision == "correct" else None,
     )
-    what = "announcement" if decision == "announce" else "correction"
+    what = "announcement" if state.decision == "announce" else "correction"
     if dry_run:
-        return sales_result(plan, outcome_for(decision), f"would send the {what}")
+        return sales_result(plan, outcome_for(state.decision), f"would send the {what}")
+    pending = PendingMessage(state, payload, what, tracking.iid)
     create_markdown_artifact(
         key=f"sales-message-{plan.request.slug}",
-        markdown=f"## Message to sales ({what})\n\n{payload['text']}\n",
+        markdown=pending.shown,
         description=f"Sales {what} for {plan.request.title}",
     )
-    return PendingMessage(decision, previous, payload, what, tracking.iid)
+    return pending
 
 
 def send_to_sales(
     tracker: IssueTracker, settings: Settings, plan: Plan, pending: PendingMessage
 ) -> ActionResult:
-    """Post, then record what was sent on the tracking issue. Call with the launch lock held."""
+    """Record the intent, post once, record what was sent. Call with the launch lock held.
+
+    At most once: the intent is on the tracking issue before the post, so a lost answer or a
+    crash leaves a "maybe sent" note for a PMM instead of a second message."""
     notifier = build_notifier(settings)
     assert notifier is not None
-    post_sales_message(notifier, pending.payload)
-    record_sales_message(tracker, plan, pending.tracking_iid, pending.decision)
-    return sales_result(plan, outcome_for(pending.decision), f"{pending.what} sent")
+    state, iid = pending.state, pending.tracking_iid
+    settled = state.note.settled()
+    intent = intent_note(settled, sent_record(plan.request))
+    note_id = write_sales_note(tracker, plan, iid, state.note_id, intent)
+    try:
+        post_sales_message(notifier, pending.payload)
+    except MaybeSentError:
+        return sales_result(plan, Outcome.failed, MAYBE_SENT)
+    except IntegrationError as exc:
+        # Surely not posted (refused, or unreachable after every attempt): forget the intent.
+        write_sales_note(tracker, plan, iid, note_id, settled)
+        return sales_result(plan, Outcome.failed, f"not sent: {exc}")
+    write_sales_note(tracker, plan, iid, note_id, sent_note(intent, now_stamp()))
+    return sales_result(plan, outcome_for(state.decision), f"{pending.what} sent")
 
 
 def approve_and_send(
@@ -208,15 +236,14 @@ def approve_and_send(
         pending.what,
     )
     form = SalesApproval.with_initial_data(
-        description=f"## Message to sales ({pending.what})\n\n{pending.payload['text']}\n"
-        "\nApprove to send it to the sales channel.",
+        description=f"{pending.shown}\nApprove to send it to the sales channel.",
         approve=False,
     )
     if deployment_ctx.id:
         # A deployment run (UI, trigger, schedule) suspends: its process exits and frees the
         # runner's slot while the PMM takes their time; on Resume the run starts again from
         # the top (every step is idempotent: nothing is redone) and gets the answer here.
-        key = f"sales-{pending.decision}-{sent_record(plan.request).digest}"
+        key = f"sales-{pending.state.decision}-{sent_record(plan.request).digest}"
         answer = suspend_flow_run(wait_for_input=form, timeout=settings.approval_timeout, key=key)
     else:
         answer = pause_flow_run(
@@ -226,8 +253,8 @@ def approve_and_send(
         logger.info("Sales %s declined: %s", pending.what, answer.comment or "no comment")
         return sales_result(plan, Outcome.skipped, f"declined by the PMM: {answer.comment}")
     with launch_lock(plan.request.slug):
-        decision, previous, _ = sales_decision(tracker, plan, pending.tracking_iid)
-        if decision != pending.decision or previous != pending.previous:
+        now = sales_decision(tracker, plan, pending.tracking_iid)
+        if now.decision != pending.state.decision or now.note != pending.state.note:
             return sales_result(
                 plan,
                 Outcome.skipped,
@@ -235,7 +262,7 @@ def approve_and_send(
             )
         if tracker_has_label(tracker, plan, pending.tracking_iid, CANCELLED_LABEL):
             return sales_result(plan, Outcome.skipped, "the launch was cancelled meanwhile")
-        return send_to_sales(tracker, settings, plan, pending)
+        return send_to_sales(tracker, settings, plan, replace(pending, state=now))
 
 
 def tracker_has_label(tracker: IssueTracker, plan: Plan, iid: int, label: str) -> bool:

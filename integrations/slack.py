@@ -184,3 +184,47 @@ class SlackNotifier:
             )
         hint = HINTS.get(code, "Slack refused the message")
         raise PermanentError(SYSTEM, f"{code}: {hint}", status=status, resource=RESOURCE)
+
+
+# --- how a message reads ------------------------------------------------------------------------
+
+_LINK = re.compile(r"<([^|<>\s]+)\|([^<>]*)>")
+_BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
+_STRIKE = re.compile(r"(?<![\w~])~([^~\n]+)~(?![\w~])")
+
+
+def mrkdwn_to_markdown(text: str) -> str:
+    """Slack mrkdwn as Markdown: ``*bold*``, ``~strike~`` and ``<url|label>`` links. Entities
+    (``&lt;`` ...) stay escaped, so text people wrote cannot turn into HTML."""
+    text = _LINK.sub(lambda m: f"[{m.group(2)}]({m.group(1)})", text)
+    text = _BOLD.sub(r"**\1**", text)
+    text = _STRIKE.sub(r"~~\1~~", text)
+    return text.replace("\n", "  \n")
+
+
+def as_markdown(payload: dict[str, Any]) -> str:
+    """A Block Kit message rendered as Markdown, block by block, as sales will read it (for
+    the approval form and the ``sales-message-<slug>`` artifact)."""
+    out: list[str] = []
+    for block in payload.get("blocks") or []:
+        kind = block.get("type")
+        if kind == "header":
+            plain = str(block["text"]["text"]).replace("<", "&lt;").replace(">", "&gt;")
+            out.append(f"### {plain}")
+        elif kind == "section":
+            parts = [mrkdwn_to_markdown(str(block["text"]["text"]))]
+            parts += [
+                "- " + mrkdwn_to_markdown(str(f["text"])).replace("  \n", ": ", 1)
+                for f in block.get("fields", [])
+            ]
+            out.append(
+                "\n".join(parts) if len(parts) == 1 else parts[0] + "\n\n" + "\n".join(parts[1:])
+            )
+        elif kind == "divider":
+            out.append("---")
+        elif kind == "context":
+            texts = [mrkdwn_to_markdown(str(e.get("text", ""))) for e in block.get("elements", [])]
+            out.append("_" + " ".join(t for t in texts if t) + "_")
+    if not out:  # a text-only message
+        out.append(mrkdwn_to_markdown(str(payload.get("text", ""))))
+    return "\n\n".join(out)

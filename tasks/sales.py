@@ -1,15 +1,18 @@
-"""Prefect tasks for the sales notification: decide, post, record.
+"""Prefect tasks for the sales notification: read the sales note, write it, post.
 
 Slack incoming webhooks cannot be read back, so what sales was told is recorded as one note
-on the launch's tracking issue in GitLab. That note, not a local cache, is what makes the
-notification "one message per launch, whatever the number of re-runs": a re-run reads it,
-and sends nothing unless the tier or the date moved (then one correction).
+on the launch's tracking issue in GitLab (``tminus.sales.SalesNote``). That note, not a local
+cache, is what makes the notification "one message per launch, whatever the number of
+re-runs": a run reads it, and sends nothing unless the tier or the date moved (then one
+correction). The intent is written to the note before the post, so a lost answer or a crash
+can never lead to a second message (see ``tminus.sales``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -18,58 +21,67 @@ from integrations.slack import SlackNotifier
 from tminus.plan import Plan
 from tminus.reconcile import ActionResult, IssueTracker, Outcome
 from tminus.sales import (
+    NOTE_MARKER,
     Decision,
-    SentRecord,
-    needs_message,
-    parse_record,
-    sales_note,
+    SalesNote,
+    decide,
+    read_note,
+    render_note,
     sent_record,
 )
 
-SALES_NOTE_MARKER = "tminus:sales-notified"
+MAYBE_SENT = (
+    "a message to sales may or may not have reached the channel (Slack's answer was lost, or "
+    "a run stopped while posting). Nothing is posted again until a PMM checks the channel and "
+    "ticks a box on the tracking issue's sales note; then run the launch again"
+)
+
+
+@dataclass(frozen=True)
+class SalesState:
+    """The sales note as found in GitLab, and what it means for this launch now."""
+
+    decision: Decision | Literal["unknown"] | None
+    note_id: int | None
+    note: SalesNote  # as found
+    body: str | None  # the note's text as found
+
+
+def now_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @task(name="sales-decision", cache_policy=NO_CACHE)
-def sales_decision(
-    tracker: IssueTracker, plan: Plan, tracking_iid: int
-) -> tuple[str | None, SentRecord | None, int | None]:
-    """(what to send: "announce" | "correct" | None, what was sent before, its note id)."""
-    found = tracker.find_note(plan.request.project, tracking_iid, SALES_NOTE_MARKER)
-    previous = parse_record(found[1]) if found else None
-    decision = needs_message(previous, sent_record(plan.request))
-    return decision, previous, (found[0] if found else None)
+def sales_decision(tracker: IssueTracker, plan: Plan, tracking_iid: int) -> SalesState:
+    """Read the sales note from GitLab and decide: announce, correct, nothing, or unknown."""
+    found = tracker.find_note(plan.request.project, tracking_iid, NOTE_MARKER)
+    note = read_note(found[1] if found else None)
+    return SalesState(
+        decision=decide(note, sent_record(plan.request)),
+        note_id=found[0] if found else None,
+        note=note,
+        body=found[1] if found else None,
+    )
+
+
+@task(name="write-sales-note", cache_policy=NO_CACHE)
+def write_sales_note(
+    tracker: IssueTracker, plan: Plan, tracking_iid: int, note_id: int | None, note: SalesNote
+) -> int:
+    """Write the sales note (in place when it exists); return its id."""
+    body = render_note(note, now_stamp())
+    project = plan.request.project
+    if note_id is None:
+        return tracker.add_note(project, tracking_iid, body)
+    tracker.update_note(project, tracking_iid, note_id, body)
+    return note_id
 
 
 @task(name="post-sales-message", cache_policy=NO_CACHE)
 def post_sales_message(notifier: SlackNotifier, payload: dict[str, object]) -> None:
-    """Post to the sales channel. No Prefect retries: the notifier retries 429 and 5xx
-    itself, and a repeat after an unknown outcome would be a second message to sales."""
+    """Post to the sales channel once. No Prefect retries: the notifier re-sends only what
+    surely was not posted (refused connection, 429) and raises ``MaybeSentError`` otherwise."""
     notifier.post(payload)
-
-
-@task(name="record-sales-message", cache_policy=NO_CACHE)
-def record_sales_message(
-    tracker: IssueTracker, plan: Plan, tracking_iid: int, decision: str
-) -> None:
-    """Write (or update in place) the tracking issue's note saying what sales was told.
-
-    Looks at GitLab first on every attempt, so a retry after a lost answer does not add a
-    second note, and a note that already records this message is left alone."""
-    request = plan.request
-    record = sent_record(request)
-    found = tracker.find_note(request.project, tracking_iid, SALES_NOTE_MARKER)
-    if found is not None and parse_record(found[1]) == record:
-        return
-    # The note is tminus.sales.sales_note (a line for people and the marker), followed by
-    # the history of what sales was told, newest last.
-    note = sales_note(record, cast(Decision, decision))
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    history = [ln for ln in found[1].splitlines() if ln.startswith("- ")] if found else []
-    body = "\n".join([note, "", *history, f"- {stamp}: {note.splitlines()[0]}"])
-    if found is None:
-        tracker.add_note(request.project, tracking_iid, body)
-    else:
-        tracker.update_note(request.project, tracking_iid, found[0], body)
 
 
 def outcome_for(decision: str | None) -> Outcome:

@@ -376,3 +376,88 @@ def test_another_launchs_label_on_an_issue_does_not_make_it_ours(
     result = run(l3)
     assert not [r for r in result["results"] if r["kind"] == "dropped"]
     assert project.issues.get(shared.iid).state == "opened"
+
+
+def run_incomplete(request: LaunchRequest) -> dict[str, Any]:
+    with pytest.raises(LaunchIncomplete) as info:
+        run(request)
+    return info.value.summary
+
+
+def sales_row(result: dict[str, Any]) -> dict[str, Any]:
+    return next(r for r in result["results"] if r["kind"] == "sales")
+
+
+def sales_note_body(sandbox: SandboxClient) -> tuple[Any, str]:
+    project = sandbox.gitlab().projects.get(PROJECT)
+    tracking = project.issues.list(labels=["launch-issue::tracking"], get_all=True)[0]
+    notes = [n for n in tracking.notes.list(get_all=True) if "<!-- tminus:sales-" in n.body]
+    assert len(notes) == 1
+    return notes[0], notes[0].body
+
+
+def test_a_lost_slack_answer_is_never_posted_twice(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    """Slack (or a proxy) answers 502 after posting: the run reports "maybe sent", re-runs post
+    nothing, and a PMM's tick on the sales note settles it."""
+    sandbox.faults(after_write_error_rate=1.0, prefix="/slack/webhook/")
+    first = run_incomplete(l2)
+    assert sales_row(first)["outcome"] == "failed"
+    assert "may or may not have reached the channel" in sales_row(first)["detail"]
+    assert len(sandbox.http.get("/slack/messages").json()) == 1
+    sandbox.faults()
+    again = run_incomplete(l2)  # still unknown: nothing posted
+    assert sales_row(again)["outcome"] == "failed"
+    assert len(sandbox.http.get("/slack/messages").json()) == 1
+
+    note, body = sales_note_body(sandbox)
+    note.body = body.replace("- [ ] It arrived", "- [x] It arrived")
+    note.save()
+    settled = run(l2)
+    assert sales_row(settled)["outcome"] == "unchanged"
+    assert len(sandbox.http.get("/slack/messages").json()) == 1
+    _, body = sales_note_body(sandbox)
+    assert "in flight" not in body and "tminus:sales-notified" in body
+
+
+def test_resend_when_a_pmm_says_it_did_not_arrive(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    sandbox.faults(error_rate=1.0, prefix="/slack/webhook/")  # 502 before posting: not there
+    run_incomplete(l2)
+    sandbox.faults()
+    assert sandbox.http.get("/slack/messages").json() == []
+    note, body = sales_note_body(sandbox)
+    note.body = body.replace("- [ ] It did not arrive", "- [x] It did not arrive")
+    note.save()
+    assert sales_row(run(l2))["outcome"] == "created"
+    assert len(sandbox.http.get("/slack/messages").json()) == 1
+    assert sales_row(run(l2))["outcome"] == "unchanged"
+
+
+def test_a_failed_record_after_the_post_never_posts_again(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    """As if the run died between the post and the record: the intent written before the post
+    stops the next run from announcing a second time."""
+    sandbox.faults(
+        error_rate=1.0,
+        methods=["PUT"],
+        prefix="/api/v4/projects/marketing%2Flaunches/issues/9/notes",
+    )
+    run_incomplete(l2)
+    sandbox.faults()
+    assert len(sandbox.http.get("/slack/messages").json()) == 1
+    assert "may or may not" in sales_row(run_incomplete(l2))["detail"]
+    assert len(sandbox.http.get("/slack/messages").json()) == 1
+
+
+def test_slack_refusing_the_message_forgets_the_intent(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    sandbox.faults(error_rate=1.0, error_status=404, prefix="/slack/webhook/")
+    assert "not sent" in sales_row(run_incomplete(l2))["detail"]
+    sandbox.faults()
+    assert sales_row(run(l2))["outcome"] == "created"  # nothing pending: sent now
+    assert len(sandbox.http.get("/slack/messages").json()) == 1

@@ -23,13 +23,17 @@ from sandbox.slack import SlackStore, slack_routes
 from tminus.errors import MaybeSentError, PermanentError, TransientError
 from tminus.request import LaunchRequest, Tier
 from tminus.sales import (
-    SentRecord,
-    latest_record,
+    ARRIVED_BOX,
+    RESEND_BOX,
+    decide,
+    intent_note,
     needs_message,
     parse_record,
+    read_note,
+    render_note,
     render_record,
     sales_message,
-    sales_note,
+    sent_note,
     sent_record,
 )
 
@@ -310,12 +314,41 @@ def test_record_round_trip(l1: LaunchRequest) -> None:
     assert parse_record(f"Sales notified.\n\n{line}\n\nthanks!") == record
     assert parse_record("no marker here") is None
     assert parse_record('<!-- tminus:sales-notified {"slug": "x"} -->') is None  # damaged
-    later = record.model_copy(update={"tier": Tier.L2})
-    note = sales_note(later, "correct")
-    assert note.startswith("Sales sent a correction in Slack: tier L2, launch 2027-03-16.")
-    assert latest_record(["hello", sales_note(record, "announce"), "lgtm", note]) == later
-    assert latest_record([]) is None
-    assert isinstance(parse_record(note), SentRecord)
+
+
+def tick(body: str, box: str) -> str:
+    assert f"- [ ] {box}" in body
+    return body.replace(f"- [ ] {box}", f"- [x] {box}")
+
+
+def test_sales_note_records_intent_before_the_post(l1: LaunchRequest) -> None:
+    """At most once: a note that still holds the intent means "maybe sent", and only a PMM's
+    tick turns it into "sent" or "send it again"."""
+    record = sent_record(l1)
+    assert decide(read_note(None), record) == "announce"
+    intent = render_note(intent_note(read_note(None), record), "2027-01-01 10:00 UTC")
+    assert "in flight since 2027-01-01 10:00 UTC" in intent
+    assert decide(read_note(intent), record) == "unknown"  # never posted again by itself
+    assert decide(read_note(intent), sent_record(moved(l1, tier=Tier.L2))) == "unknown"
+
+    arrived = read_note(tick(intent, ARRIVED_BOX))
+    assert decide(arrived, record) is None
+    assert arrived.settled().sent == record and arrived.settled().pending is None
+    assert decide(read_note(tick(intent, RESEND_BOX)), record) == "announce"
+
+    sent = render_note(sent_note(read_note(intent), "2027-01-01 10:00 UTC"), "later")
+    assert sent.startswith("Sales was told in Slack: tier L1, launch 2027-03-16.")
+    assert "in flight" not in sent and parse_record(sent) == record
+    assert decide(read_note(sent), record) is None
+    later = sent_record(moved(l1, launch_date=l1.launch_date + timedelta(days=16)))
+    assert decide(read_note(sent), later) == "correct"
+    correction = render_note(intent_note(read_note(sent), later), "t")
+    assert parse_record(correction) == record  # the last message sales surely got is kept
+    done = render_note(sent_note(read_note(correction), "2027-02-01 09:00 UTC"), "t")
+    assert read_note(done).history == (
+        "- 2027-01-01 10:00 UTC: Sales notified in Slack: tier L1, launch 2027-03-16",
+        "- 2027-02-01 09:00 UTC: Sales sent a correction in Slack: tier L1, launch 2027-04-01",
+    )
 
 
 # --- the webhook client ---------------------------------------------------------------------

@@ -1,10 +1,15 @@
 """The sales notification, as data: the enablement kit as a Slack message, and what was sent.
 
 Sales wants one message per launch and a correction when the date or tier moves, not a
-stream. Slack webhooks cannot be read back, so what was announced is remembered in GitLab: a
-note on the tracking issue (``sales_note``) carrying a ``SentRecord`` marker
-(``render_record``). A run reads the marker back (``parse_record``), compares it with the
-launch (``needs_message``) and posts only when there is something sales must hear. Pure: no
+stream. Slack webhooks cannot be read back, so what was announced is remembered in GitLab: one
+note on the tracking issue (``SalesNote``, ``render_note``) carrying a ``SentRecord`` marker
+(``render_record``). A run reads it back (``read_note``), compares it with the launch
+(``decide``) and posts only when there is something sales must hear.
+
+At most once: the intent (a ``pending`` record) is written to the note *before* posting, and
+replaced by the sent record after Slack said ``ok``. A pending record found later (Slack's
+answer was lost, or the run died between the two writes) means "maybe sent": nothing is
+posted until a PMM ticks one of the note's two boxes (it arrived / send it again). Pure: no
 I/O here.
 
 Messages are Block Kit within Slack's limits (header 150 characters, section text 3000,
@@ -17,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -34,7 +39,12 @@ MAX_BLOCKS = 50
 
 Decision = Literal["announce", "correct"]
 
+NOTE_MARKER = "<!-- tminus:sales-"  # both markers below start with it: finds the sales note
 RECORD_PATTERN = re.compile(r"<!-- tminus:sales-notified (\{[^\n]*?\}) -->")
+PENDING_PATTERN = re.compile(r"<!-- tminus:sales-pending (\{[^\n]*?\}) -->")
+ARRIVED_BOX = "It arrived in the sales channel: record it as sent"
+RESEND_BOX = "It did not arrive: send it again"
+_TICKED = re.compile(r"^\s*[-*]\s*\[[xX]\]\s*(.+?)\s*$", re.MULTILINE)
 
 
 class SentRecord(BaseModel):
@@ -83,8 +93,12 @@ def render_record(record: SentRecord) -> str:
 
 def parse_record(text: str) -> SentRecord | None:
     """The last valid record in ``text``; None when there is none (a damaged one is skipped)."""
+    return _parse(RECORD_PATTERN, text)
+
+
+def _parse(pattern: re.Pattern[str], text: str) -> SentRecord | None:
     found = None
-    for match in RECORD_PATTERN.finditer(text or ""):
+    for match in pattern.finditer(text or ""):
         try:
             found = SentRecord.model_validate_json(match.group(1))
         except ValidationError:
@@ -92,24 +106,99 @@ def parse_record(text: str) -> SentRecord | None:
     return found
 
 
-def latest_record(notes: Iterable[str]) -> SentRecord | None:
-    """The most recent record among note bodies given oldest first."""
-    latest = None
-    for body in notes:
-        record = parse_record(body)
-        if record is not None:
-            latest = record
-    return latest
+@dataclass(frozen=True)
+class SalesNote:
+    """What the tracking issue's sales note says.
+
+    ``sent``: what sales was last told (Slack said ``ok``). ``pending``: a message tminus was
+    about to post, or posted without hearing back: it may or may not have arrived.
+    ``arrived`` / ``resend``: the box a PMM ticked to settle a pending message.
+    ``history``: one line per message sales got, oldest first.
+    """
+
+    sent: SentRecord | None = None
+    pending: SentRecord | None = None
+    arrived: bool = False
+    resend: bool = False
+    history: tuple[str, ...] = ()
+
+    def settled(self) -> SalesNote:
+        """The note once a PMM's answer is applied: "arrived" makes the pending message the
+        sent one; "send it again" forgets it (so the decision posts it again)."""
+        if self.pending is None or not (self.arrived or self.resend):
+            return self
+        if self.arrived:
+            line = f"- {_what(self.sent, self.pending)} (confirmed by a PMM)"
+            return SalesNote(sent=self.pending, history=(*self.history, line))
+        return SalesNote(sent=self.sent, history=self.history)
 
 
-def sales_note(record: SentRecord, decision: Decision) -> str:
-    """The tracking-issue note stored after a successful post: a line for people, the marker
-    for the next run."""
-    what = "Sales notified" if decision == "announce" else "Sales sent a correction"
-    return (
-        f"{what} in Slack: tier {record.tier.value}, launch {record.launch_date.isoformat()}.\n\n"
-        f"{render_record(record)}"
+def read_note(body: str | None) -> SalesNote:
+    """The sales note in ``body`` (an empty one when there is no note)."""
+    text = body or ""
+    ticked = {m.group(1) for m in _TICKED.finditer(text)}
+    return SalesNote(
+        sent=_parse(RECORD_PATTERN, text),
+        pending=_parse(PENDING_PATTERN, text),
+        arrived=ARRIVED_BOX in ticked,
+        resend=RESEND_BOX in ticked and ARRIVED_BOX not in ticked,
+        history=tuple(ln for ln in text.splitlines() if ln.startswith("- ") and "[" not in ln[:5]),
     )
+
+
+def _what(sent: SentRecord | None, record: SentRecord) -> str:
+    what = "Sales notified" if sent is None else "Sales sent a correction"
+    return f"{what} in Slack: tier {record.tier.value}, launch {record.launch_date.isoformat()}"
+
+
+def render_note(note: SalesNote, when: str) -> str:
+    """The note's body: a line for people, the markers for the next run, the history.
+
+    ``when`` stamps a pending message (when tminus started posting it).
+    """
+    parts: list[str] = []
+    if note.sent is not None:
+        parts += [f"{_what(None, note.sent).replace('Sales notified', 'Sales was told')}.", ""]
+        parts += [render_record(note.sent), ""]
+    if note.pending is not None:
+        data = json.dumps(note.pending.model_dump(mode="json"), separators=(",", ":"))
+        parts += [
+            f"**Sales message in flight since {when}** ({_what(note.sent, note.pending)}). "
+            "If this paragraph is still here, Slack's answer never came back: the message may "
+            "or may not be in the sales channel, and tminus will not post it again by itself. "
+            "Check the channel, tick one box, and run the launch again:",
+            "",
+            f"- [ ] {ARRIVED_BOX}",
+            f"- [ ] {RESEND_BOX}",
+            "",
+            f"<!-- tminus:sales-pending {data} -->",
+            "",
+        ]
+    if note.sent is None and note.pending is None:
+        parts += ["Sales has not been told about this launch yet.", "", f"{NOTE_MARKER}none -->"]
+    parts += list(note.history)
+    return "\n".join(parts).strip() + "\n"
+
+
+def sent_note(note: SalesNote, stamp: str) -> SalesNote:
+    """The note after Slack said ``ok`` to the pending message."""
+    assert note.pending is not None
+    line = f"- {stamp}: {_what(note.sent, note.pending)}"
+    return SalesNote(sent=note.pending, history=(*note.history, line))
+
+
+def intent_note(note: SalesNote, record: SentRecord) -> SalesNote:
+    """The note written before posting ``record``."""
+    return replace(note, pending=record, arrived=False, resend=False)
+
+
+def decide(note: SalesNote, current: SentRecord) -> Decision | Literal["unknown"] | None:
+    """What to do now: post (announce / correct), nothing, or "unknown" (a message may have
+    been posted and a PMM has not said whether it arrived)."""
+    note = note.settled()
+    if note.pending is not None:
+        return "unknown"
+    return needs_message(note.sent, current)
 
 
 def needs_message(previous: SentRecord | None, current: SentRecord) -> Decision | None:
