@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from integrations.clients import build_calendar, build_checker, build_notifier, build_tracker
+from integrations.slack import as_markdown
 from tasks.calendar import sync_calendar
 from tasks.issues import (
     CANCELLED_LABEL,
@@ -41,7 +42,6 @@ from tasks.sales import (
     sales_result,
     write_sales_note,
 )
-from integrations.slack import as_markdown
 from tminus.errors import IntegrationError, MaybeSentError, TminusError
 from tminus.plan import IssueRole, Plan
 from tminus.planner import plan_launch
