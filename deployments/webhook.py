@@ -2,10 +2,24 @@
 
 The open-source Prefect server has no webhooks, so this small ASGI app stands in front of it:
 
-``POST /hooks/gitlab``  check size and ``X-Gitlab-Token``, ignore (2xx) events other than
-                        ``Release Hook``, validate the payload, de-duplicate on the delivery key,
-                        store the Prefect event in the SQLite outbox, answer 202 at once.
+``POST /hooks/gitlab``  check headers, size and ``X-Gitlab-Token``, ignore (2xx) events other
+                        than ``Release Hook``, read the body within a deadline, parse and
+                        validate it, de-duplicate on the delivery key, store the Prefect event
+                        in the SQLite outbox, answer 202 at once.
 ``GET /healthz``        200 while the receiver runs: pending rows, their age, Prefect reachability.
+
+Every body goes through one bounded path (``parse_release_hook``): at most
+``max_body_bytes`` (413), read within ``body_timeout`` seconds (408), strict UTF-8, JSON nested
+at most ``MAX_JSON_DEPTH`` deep with no duplicate keys, no NaN and no giant integers (400),
+then the ``ReleaseHook`` model, whose values are bounded to what GitLab sends (422 naming the
+field). Each refusal is a 4xx with a JSON body ``{"error": ..., "problems": [...]}`` that says
+what is wrong and how to fix it. The event's payload is the on-release flow's ``Release``
+parameter itself, validated here, with the description cut to an excerpt that keeps the
+``Launch-Tier:`` line: whatever is accepted, Prefect accepts as a run's parameters.
+
+``server_config`` bounds slow clients below the app too: a request's head must arrive within
+``header_timeout`` seconds, idle keep-alive connections close after ``keep_alive_timeout``,
+and uvicorn's own 400s for malformed HTTP are JSON as well.
 
 A background sender posts pending outbox rows to ``{prefect_api_url}/events`` and marks them
 sent; while Prefect is down they wait on disk and the sender backs off. Delivery to Prefect is
@@ -24,10 +38,13 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import logging
+import operator
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,20 +53,36 @@ from typing import Annotated, Any, Literal
 import httpx
 import uvicorn
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Field,
     SecretStr,
     ValidationError,
 )
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from deployments.outbox import Outbox, OutboxRow
+from tminus.release import (
+    DELIVERY_MAX_CHARS,
+    URL_MAX_CHARS,
+    GitLabId,
+    ProjectPath,
+    Release,
+    ReleaseName,
+    TagName,
+    Text,
+    WebUrl,
+    check_release_time,
+    description_excerpt,
+)
 from tminus.validation import describe_validation_error
 
 logger = logging.getLogger("tminus.webhook")
@@ -63,6 +96,23 @@ EVENT_ID_NAMESPACE = uuid.UUID("6c1f8f0e-2a53-5b1e-9f4e-7d0a8c3b2e41")
 # Prefect answers these when the event itself is malformed; retrying cannot help, and keeping
 # the row pending would block every later delivery behind it.
 REJECTED_STATUSES = frozenset({400, 413, 422})
+# GitLab allows release notes of up to 1,000,000 characters; the rest of a Release Hook is a
+# few kilobytes. Twice that leaves room for JSON escapes.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+# A Release Hook nests 4 levels (assets.links[].*); far deeper is an attack on the parser.
+MAX_JSON_DEPTH = 32
+# GitLab's numbers are ids and counts; longer integers cost quadratic time to convert.
+MAX_INT_DIGITS = 20
+# Headers the receiver reads: each must come once (or repeat the same value), or which one
+# counts would be a guess.
+SINGLE_HEADERS = (
+    "content-type",
+    "x-gitlab-token",
+    "x-gitlab-event",
+    "idempotency-key",
+    "x-gitlab-event-uuid",
+    "x-gitlab-instance",
+)
 
 
 @dataclass(frozen=True)
@@ -73,17 +123,131 @@ class WebhookConfig:
     (logged as a warning at start-up). ``prefect_api_url`` ends in ``/api``.
     ``prefect_api_auth_string`` is the ``user:password`` of a Prefect server started with
     ``PREFECT_SERVER_API_AUTH_STRING``. ``max_backoff`` caps the wait between attempts while
-    Prefect is unreachable.
+    Prefect is unreachable. A client has ``header_timeout`` seconds to send a request's head
+    and ``body_timeout`` more for its body (GitLab itself gives up after 10 s);
+    ``keep_alive_timeout`` closes idle connections.
     """
 
     token: SecretStr | None
     prefect_api_url: str
     db_path: Path
-    max_body_bytes: int = 1_000_000
+    max_body_bytes: int = MAX_BODY_BYTES
     send_interval: float = 0.5
     send_timeout: float = 5.0
     max_backoff: float = 30.0
     prefect_api_auth_string: SecretStr | None = None
+    header_timeout: float = 5.0
+    body_timeout: float = 5.0
+    keep_alive_timeout: int = 5
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+
+def _json_bytes(content: Any) -> bytes:
+    # ASCII escapes: an error quoting a client's text can never fail to encode.
+    return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+class _JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return _json_bytes(content)
+
+
+def _error(
+    status: int, message: str, problems: list[str] | None = None, **headers: str
+) -> Response:
+    content: dict[str, Any] = {"error": message}
+    if problems is not None:
+        content["problems"] = problems
+    return _JSON(content, status_code=status, headers=headers or None)
+
+
+class Refused(Exception):
+    """A delivery the receiver answers with a 4xx; ``message`` says what is wrong and the fix."""
+
+    def __init__(self, status: int, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = problems
+
+    def response(self) -> Response:
+        # 408 and 413 leave part of the body unread: the connection cannot carry another request.
+        close = {"connection": "close"} if self.status in (408, 413) else {}
+        return _error(self.status, self.message, self.problems, **close)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- the body ----------------------------------------------------------------------------------
+
+# A JSON string (possessive: linear even on hostile input), or an unterminated one to the end.
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(body: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest, found without parsing it (parsers
+    recurse, so depth must be known before one runs); linear time, C loops only."""
+    if body.count(b"[") + body.count(b"{") <= 1:
+        return 1 if b"[" in body or b"{" in body else 0
+    brackets = _JSON_STRING.sub(b"", body).translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    # Each opener adds 2 and each closer 0; minus one per bracket, that is +1 / -1.
+    depths = map(operator.sub, itertools.accumulate(brackets), itertools.count(1))
+    return max(depths, default=0)
+
+
+class _BadJSON(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                break
+            seen.add(key)
+        raise _BadJSON(f"key {_short(key)} appears twice in one object; send each key once")
+    return obj
+
+
+def _constant(name: str) -> Any:
+    raise _BadJSON(f"{name} is not JSON; send finite numbers")
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _BadJSON(f"an integer has more than {MAX_INT_DIGITS} digits; GitLab sends none")
+    return int(text)
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Strict UTF-8 JSON, bounded in depth, without duplicate keys, NaN or giant integers."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Refused(400, f"body is not UTF-8 (byte {exc.start}); send UTF-8 JSON") from None
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise Refused(
+            400,
+            f"body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels; "
+            "a Release Hook needs 4",
+        )
+    try:
+        return json.loads(
+            text, object_pairs_hook=_object, parse_constant=_constant, parse_int=_integer
+        )
+    except _BadJSON as exc:
+        raise Refused(400, f"body is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise Refused(400, f"body is not valid JSON: {exc}; send one JSON object") from None
 
 
 # --- the payload -------------------------------------------------------------------------------
@@ -91,55 +255,110 @@ class WebhookConfig:
 
 def _parse_gitlab_time(value: Any) -> Any:
     """GitLab writes ``2020-11-02 12:55:12 UTC``, not ISO 8601; ISO is still accepted."""
-    if isinstance(value, str):
-        text = value.strip()
-        for fmt in ("%Y-%m-%d %H:%M:%S UTC", "%Y-%m-%d %H:%M:%S %z"):
-            try:
-                parsed = datetime.strptime(text, fmt)
-            except ValueError:
-                continue
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("is not a time; send it as GitLab does, e.g. '2020-11-02 12:55:12 UTC'")
+    text = value.strip()
+    for fmt in ("%Y-%m-%d %H:%M:%S UTC", "%Y-%m-%d %H:%M:%S %z"):
+        try:
+            parsed = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return value  # pydantic tries ISO 8601 and names the field if that fails too
 
 
-GitLabTime = Annotated[AwareDatetime, BeforeValidator(_parse_gitlab_time)]
+# In UTC, within the years a launch can be planned in (an offset at the ends of the calendar
+# would overflow on conversion).
+GitLabTime = Annotated[
+    AwareDatetime, BeforeValidator(_parse_gitlab_time), AfterValidator(check_release_time)
+]
 
 
 class HookProject(BaseModel):
-    """The ``project`` of a Release Hook; GitLab sends many more fields, all allowed."""
+    """The ``project`` of a Release Hook; GitLab sends many more fields, all ignored."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
-    id: int
-    path_with_namespace: str = Field(min_length=1)
-    web_url: str = Field(min_length=1)
+    id: GitLabId
+    path_with_namespace: ProjectPath
+    web_url: WebUrl
 
 
 class ReleaseHook(BaseModel):
-    """A GitLab Release Hook payload (``object_kind: release``); extra fields are allowed."""
+    """A GitLab Release Hook payload (``object_kind: release``); every value the receiver
+    keeps is bounded like the ``Release`` it becomes; other fields are ignored."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     object_kind: Literal["release"]
     action: Literal["create", "update", "delete"]
-    tag: str = Field(min_length=1)
-    name: str | None = None
-    description: str | None = None
-    url: str = Field(min_length=1)
+    tag: TagName
+    name: ReleaseName | None = None
+    description: Text | None = None  # any length up to the body's; the run gets an excerpt
+    url: WebUrl
     released_at: GitLabTime
     created_at: GitLabTime | None = None
     project: HookProject
 
 
+def parse_release_hook(body: bytes) -> ReleaseHook:
+    """The one way a body becomes a ``ReleaseHook``; anything else raises ``Refused``."""
+    data = parse_json_body(body)
+    if not isinstance(data, dict):
+        raise Refused(400, f"body must be a JSON object, got {type(data).__name__}")
+    if data.get("object_kind") != "release":
+        found = _short(data.get("object_kind"))
+        raise Refused(400, f"a {RELEASE_HOOK} must have object_kind 'release', got {found}")
+    try:
+        return ReleaseHook.model_validate(data)
+    except ValidationError as exc:
+        raise Refused(
+            422, "release hook payload is not valid", describe_validation_error(exc)
+        ) from None
+
+
+def release_parameter(hook: ReleaseHook, delivery: str) -> Release:
+    """What the on-release run receives: the fields it uses, the description as an excerpt."""
+    project = hook.project
+    try:
+        return Release.model_validate(
+            {
+                "action": hook.action,
+                "tag": hook.tag,
+                # GitLab names a release after its tag unless told otherwise; never null here.
+                "name": hook.name or hook.tag,
+                "description": description_excerpt(hook.description or ""),
+                "url": hook.url,
+                "released_at": hook.released_at.astimezone(UTC).isoformat(),
+                "project": {
+                    "id": project.id,
+                    "path_with_namespace": project.path_with_namespace,
+                    "web_url": project.web_url,
+                },
+                "delivery": delivery,
+            }
+        )
+    except ValidationError as exc:  # the two models disagree: refuse rather than send it
+        raise Refused(
+            422, "release hook payload is not valid", describe_validation_error(exc)
+        ) from None
+
+
 # --- the event ---------------------------------------------------------------------------------
 
 
-def delivery_key(headers: Any, body: bytes) -> str:
+def delivery_key(headers: Mapping[str, str], body: bytes) -> str:
     """What identifies one delivery across resends: ``Idempotency-Key``, else the event UUID,
     else the body's hash (a resend of the same body is then the same delivery)."""
     for name in ("idempotency-key", "x-gitlab-event-uuid"):
         value = (headers.get(name) or "").strip()
         if value:
+            if len(value) > DELIVERY_MAX_CHARS:
+                raise Refused(
+                    400,
+                    f"header {name} is longer than {DELIVERY_MAX_CHARS} characters; "
+                    "GitLab sends a UUID",
+                )
             return value
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
@@ -151,36 +370,56 @@ def event_id_for(key: str) -> uuid.UUID:
 def release_event(
     hook: ReleaseHook, *, key: str, instance: str | None, occurred: datetime
 ) -> dict[str, Any]:
-    """The Prefect event for a release hook; payload values stay JSON-simple (str/int/null) so
-    trigger templates read them directly (``{{ event.payload.tag }}``)."""
+    """The Prefect event for a release hook. Its payload is the on-release ``Release``
+    parameter as JSON (the trigger passes ``{{ event.payload }}`` as is), so the run gets
+    exactly these bounded fields."""
     project = hook.project
+    resource = {
+        "prefect.resource.id": f"gitlab.release.{project.id}.{hook.tag}",
+        "prefect.resource.name": f"{project.path_with_namespace} {hook.tag}",
+        "gitlab.project": project.path_with_namespace,
+    }
+    if instance:
+        resource["gitlab.instance"] = instance
     return {
         "id": str(event_id_for(key)),
         "occurred": occurred.astimezone(UTC).isoformat(),
         "event": f"gitlab.release.{hook.action}",
-        "resource": {
-            "prefect.resource.id": f"gitlab.release.{project.id}.{hook.tag}",
-            "prefect.resource.name": f"{project.path_with_namespace} {hook.tag}",
-            "gitlab.project": project.path_with_namespace,
-        },
+        "resource": resource,
         "related": [],
-        "payload": {
-            "action": hook.action,
-            "tag": hook.tag,
-            # GitLab names a release after its tag unless told otherwise; never null here.
-            "name": hook.name or hook.tag,
-            "description": hook.description or "",
-            "url": hook.url,
-            "released_at": hook.released_at.astimezone(UTC).isoformat(),
-            "project": {
-                "id": project.id,
-                "path_with_namespace": project.path_with_namespace,
-                "web_url": project.web_url,
-            },
-            "instance": instance,
-            "delivery": key,
-        },
+        "payload": release_parameter(hook, key).model_dump(mode="json"),
     }
+
+
+def _header_problems(headers: Headers) -> Refused | None:
+    for name in SINGLE_HEADERS:
+        values = headers.getlist(name)
+        if len(set(values)) > 1:
+            return Refused(
+                400,
+                f"header {name} is sent {len(values)} times with different values; send it once",
+            )
+    declared = headers.get("content-length")
+    if declared is not None and not re.fullmatch(r"[0-9]{1,19}", declared):
+        return Refused(400, "invalid Content-Length; send the body's size in bytes")
+    instance = headers.get("x-gitlab-instance")
+    if instance is not None and len(instance) > URL_MAX_CHARS:
+        return Refused(400, f"header x-gitlab-instance is longer than {URL_MAX_CHARS} characters")
+    return None
+
+
+def _is_json(content_type: str | None) -> bool:
+    media, _, params = (content_type or "").partition(";")
+    if media.strip().lower() != "application/json":
+        return False
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            return False
+    return True
 
 
 # --- the sender --------------------------------------------------------------------------------
@@ -280,10 +519,6 @@ class EventSender:
 # --- the app -----------------------------------------------------------------------------------
 
 
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
-
-
 def _token_ok(expected: SecretStr | None, given: str | None) -> bool:
     if expected is None:
         return True
@@ -293,76 +528,71 @@ def _token_ok(expected: SecretStr | None, given: str | None) -> bool:
     return hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it passes ``limit`` (a client can lie about Content-Length or
-    send chunks without one)."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The whole body within ``timeout`` seconds and ``limit`` bytes (a client can lie about
+    Content-Length, send chunks without one, or stop halfway), else ``Refused``."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Refused(413, f"body larger than {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refused(
+            408, f"the body did not arrive within {timeout:g} s; send it in one go"
+        ) from None
+    except ClientDisconnect:
+        raise Refused(400, "the client went away before the body ended") from None
     return b"".join(chunks)
 
 
 def create_app(config: WebhookConfig) -> Starlette:
-    """The receiver app; its lifespan runs the sender (serve it with ``lifespan="on"``)."""
+    """The receiver app; its lifespan runs the sender (serve it with ``server_config``)."""
     outbox = Outbox(config.db_path)
     sender = EventSender(outbox, config)
-    too_large = f"body larger than {config.max_body_bytes} bytes"
 
     async def gitlab_hook(request: Request) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                return _error(400, "invalid Content-Length")
-            if int(declared) > config.max_body_bytes:
-                return _error(413, too_large)
-        if not _token_ok(config.token, request.headers.get("x-gitlab-token")):
+        try:
+            return await accept(request)
+        except Refused as refused:
+            if refused.status != 401:
+                logger.info("refused a delivery (%d): %s", refused.status, refused.message)
+            return refused.response()
+
+    async def accept(request: Request) -> Response:
+        headers = request.headers
+        problem = _header_problems(headers)
+        if problem is not None:
+            raise problem
+        declared = headers.get("content-length")
+        if declared is not None and int(declared) > config.max_body_bytes:
+            raise Refused(413, f"body larger than {config.max_body_bytes} bytes")
+        if not _token_ok(config.token, headers.get("x-gitlab-token")):
             client = request.client.host if request.client else "?"
             logger.warning("refused a delivery from %s: missing or wrong X-Gitlab-Token", client)
-            return _error(401, "invalid X-Gitlab-Token")
-        kind = request.headers.get("x-gitlab-event")
+            raise Refused(401, "invalid X-Gitlab-Token")
+        kind = headers.get("x-gitlab-event")
         if kind != RELEASE_HOOK:
             # 2xx: GitLab disables hooks that keep getting errors, and this is not one.
-            reason = f"X-Gitlab-Event {kind!r} is not handled; only {RELEASE_HOOK!r} is"
-            return JSONResponse({"status": "ignored", "reason": reason})
-        try:
-            body = await _read_limited(request, config.max_body_bytes)
-        except ClientDisconnect:
-            return Response(status_code=400)
-        if body is None:
-            return _error(413, too_large)
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return _error(400, "body is not valid JSON")
-        if not isinstance(data, dict):
-            return _error(400, "body must be a JSON object")
-        if data.get("object_kind") != "release":
-            found = data.get("object_kind")
-            return _error(400, f"a {RELEASE_HOOK} must have object_kind 'release', got {found!r}")
-        try:
-            hook = ReleaseHook.model_validate(data)
-        except ValidationError as exc:
-            problems = describe_validation_error(exc)
-            return _error(422, "release hook payload is not valid", problems=problems)
-
-        key = delivery_key(request.headers, body)
+            reason = f"X-Gitlab-Event {_short(kind)} is not handled; only {RELEASE_HOOK!r} is"
+            return _JSON({"status": "ignored", "reason": reason})
+        if not _is_json(headers.get("content-type")):
+            got = _short(headers.get("content-type"))
+            raise Refused(415, f"Content-Type must be application/json (UTF-8), got {got}")
+        body = await read_body(request, config.max_body_bytes, config.body_timeout)
+        key = delivery_key(headers, body)
+        hook = await asyncio.to_thread(parse_release_hook, body)
         event = release_event(
-            hook,
-            key=key,
-            instance=request.headers.get("x-gitlab-instance"),
-            occurred=datetime.now(UTC),
+            hook, key=key, instance=headers.get("x-gitlab-instance"), occurred=datetime.now(UTC)
         )
         event_id = event["id"]
-        added = await asyncio.to_thread(
-            outbox.add, key, event_id, json.dumps(event, separators=(",", ":"))
-        )
+        added = await asyncio.to_thread(outbox.add, key, event_id, _json_bytes(event).decode())
         if not added:
             logger.info("duplicate delivery %s (event %s): nothing new", key, event_id)
-            return JSONResponse({"status": "duplicate", "event_id": event_id})
+            return _JSON({"status": "duplicate", "event_id": event_id})
         sender.wake.set()
         logger.info(
             "accepted %s for %s (delivery %s, event %s)",
@@ -371,14 +601,14 @@ def create_app(config: WebhookConfig) -> Starlette:
             key,
             event_id,
         )
-        return JSONResponse({"status": "accepted", "event_id": event_id}, status_code=202)
+        return _JSON({"status": "accepted", "event_id": event_id}, status_code=202)
 
     async def healthz(request: Request) -> Response:
         # Always 200 while we run: a receiver that is up keeps accepting deliveries even when
         # Prefect is down, so restarting it would not help.
         stats = await asyncio.to_thread(outbox.stats)
         age = stats.oldest_pending_seconds
-        return JSONResponse(
+        return _JSON(
             {
                 "status": "ok",
                 "pending": stats.pending,
@@ -387,6 +617,14 @@ def create_app(config: WebhookConfig) -> Starlette:
                 "prefect": "reachable" if await sender.prefect_reachable() else "unreachable",
                 "last_send_error": sender.last_error,
             }
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Unknown paths and methods: JSON like every other answer.
+        assert isinstance(exc, HTTPException)
+        return _error(
+            exc.status_code,
+            f"{exc.detail}: {request.method} {request.url.path}; deliveries go to POST {HOOK_PATH}",
         )
 
     @contextlib.asynccontextmanager
@@ -411,7 +649,109 @@ def create_app(config: WebhookConfig) -> Starlette:
             Route(HOOK_PATH, gitlab_hook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
+    )
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+def _raw_json_response(status: int, reason: str, message: str) -> bytes:
+    body = _json_bytes({"error": message})
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for every request's head.
+
+    uvicorn times out only idle connections after a response (``timeout_keep_alive``): a
+    client that connects and then sends nothing, or half a request line, would hold its
+    connection for good. Here each head must be complete ``head_timeout`` seconds after the
+    connection opens or the previous response ends (408 and close); the body then has the
+    app's own deadline. uvicorn's 400 for malformed HTTP is JSON, like every other answer.
+    """
+
+    head_timeout: float = 5.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(
+            _raw_json_response(
+                400,
+                "Bad Request",
+                f"malformed HTTP request ({msg.rstrip('.')}); send one well-formed HTTP/1.1 "
+                "request with each header once",
+            )
+        )
+        self.transport.close()
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        if not self.transport.is_closing():
+            self._head_timer = self.loop.call_later(
+                self.head_timeout, self._head_timer_fired, self.cycle
+            )
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timer_fired(self, cycle_when_armed: object) -> None:
+        self._head_timer = None
+        cycle = self.cycle
+        if self.transport.is_closing() or cycle is not cycle_when_armed:
+            return  # a new request's head arrived in time
+        if cycle is not None and not cycle.response_complete:
+            return  # a pipelined request is being answered; its end re-arms the timer
+        if self.conn.trailing_data[0]:  # half a head: tell the client why
+            self.transport.write(
+                _raw_json_response(
+                    408,
+                    "Request Timeout",
+                    f"the request head did not arrive within {self.head_timeout:g} s; "
+                    "send the request in one go",
+                )
+            )
+        self.transport.close()
+
+
+def server_config(
+    app: Any, config: WebhookConfig, *, host: str, port: int, log_level: str = "info"
+) -> uvicorn.Config:
+    """How the receiver is served: lifespan on (it runs the sender), bounded slow clients."""
+    protocol = type(
+        "ReceiverProtocol", (BoundedH11Protocol,), {"head_timeout": config.header_timeout}
+    )
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        http=protocol,
+        # Seconds an idle connection stays open after a response (uvicorn's default, made
+        # explicit: GitLab opens a connection per delivery).
+        timeout_keep_alive=config.keep_alive_timeout,
+        # uvicorn's default cap on a request head: 16 KiB.
+        h11_max_incomplete_event_size=16 * 1024,
     )
 
 
@@ -420,4 +760,4 @@ def serve(config: WebhookConfig, host: str = "127.0.0.1", port: int = DEFAULT_PO
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logger.setLevel(logging.INFO)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", lifespan="on")
+    uvicorn.Server(server_config(create_app(config), config, host=host, port=port)).run()

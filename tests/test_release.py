@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -25,14 +25,15 @@ from tminus.request import Tier, load_launch_file
 
 from .conftest import EXAMPLES
 
-PAYLOAD = {
+PROJECT: dict[str, object] = {"id": 2, "path_with_namespace": "gitlab-org/release-webhook-example"}
+PAYLOAD: dict[str, object] = {
     "action": "create",
     "tag": "v1.1",
     "name": "v1.1",
     "description": "v1.1 has been released",
     "url": "https://example.com/gitlab-org/release-webhook-example/-/releases/v1.1",
     "released_at": "2020-11-02T12:55:12+00:00",
-    "project": {"id": 2, "path_with_namespace": "gitlab-org/release-webhook-example"},
+    "project": PROJECT,
     "instance": "https://gitlab.example.com",
     "delivery": "f5e5f430",
 }
@@ -119,12 +120,12 @@ def test_launch_file_keeps_its_fields_and_takes_the_decided_tier() -> None:
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"project": {**PAYLOAD["project"], "id": 10**30}}, "project.id"),
-        ({"project": {**PAYLOAD["project"], "id": 2**31}}, "project.id"),
-        ({"project": {**PAYLOAD["project"], "id": 0}}, "project.id"),
-        ({"project": {**PAYLOAD["project"], "id": True}}, "project.id"),
-        ({"project": {**PAYLOAD["project"], "path_with_namespace": "../etc"}}, "project.path"),
-        ({"project": {**PAYLOAD["project"], "path_with_namespace": "a/" + "b" * 2000}}, "project"),
+        ({"project": {**PROJECT, "id": 10**30}}, "project.id"),
+        ({"project": {**PROJECT, "id": 2**31}}, "project.id"),
+        ({"project": {**PROJECT, "id": 0}}, "project.id"),
+        ({"project": {**PROJECT, "id": True}}, "project.id"),
+        ({"project": {**PROJECT, "path_with_namespace": "../etc"}}, "project.path"),
+        ({"project": {**PROJECT, "path_with_namespace": "a/" + "b" * 2000}}, "project"),
         ({"tag": "../x"}, "tag"),
         ({"tag": "-rf"}, "tag"),
         ({"tag": "/etc/passwd"}, "tag"),
@@ -159,7 +160,7 @@ def test_release_takes_real_tags(tag: str) -> None:
 
 
 def test_release_takes_the_largest_gitlab_id_and_a_date_only_time() -> None:
-    rel = release(project={**PAYLOAD["project"], "id": 2**31 - 1}, released_at="2031-01-02")
+    rel = release(project={**PROJECT, "id": 2**31 - 1}, released_at="2031-01-02")
     assert rel.project.id == 2**31 - 1
     assert release_day(rel, date(2030, 1, 1)) == date(2031, 1, 2)
 
@@ -244,10 +245,15 @@ _TAGS = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._+/-]{0,60}\Z").filter(
 )
 
 
+_NOW = datetime(2031, 5, 6, tzinfo=UTC)
+
+
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(
     tag=_TAGS | st.just("x"),
-    name=st.none() | st.text(max_size=300).filter(lambda s: "\x00" not in s),
+    name=st.none()
+    | st.text(max_size=40).filter(lambda s: "\x00" not in s)
+    | st.text(min_size=100, max_size=1024).filter(lambda s: "\x00" not in s),
     description=st.none() | st.text(max_size=600).filter(lambda s: "\x00" not in s),
     path=st.from_regex(
         r"\A[A-Za-z0-9_.][A-Za-z0-9_.-]{0,30}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,30}){1,3}\Z"
@@ -259,6 +265,9 @@ _TAGS = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._+/-]{0,60}\Z").filter(
         timezones=st.just(UTC),
     ),
 )
+@example(tag="v1", name="N" * 1024, description=None, path="a/b", released=_NOW)
+@example(tag="v1", name="a\x01\tb\n", description="x\x0b\x1fy", path="a/b", released=_NOW)
+@example(tag="v1", name=" ", description=" a" + " " * 300 + "b" * 300, path="a/b", released=_NOW)
 def test_every_valid_release_becomes_a_launch_request(
     tag: str, name: str | None, description: str | None, path: str, released: datetime
 ) -> None:

@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from pydantic import SecretStr, TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,6 +38,7 @@ from deployments.webhook import (
     ReleaseHook,
     WebhookConfig,
     create_app,
+    server_config,
 )
 from sandbox.app import ThreadedServer, free_port
 
@@ -192,11 +195,16 @@ def prefect_events(
 
 
 class LifespanServer(ThreadedServer):
-    """ThreadedServer with the ASGI lifespan on: the receiver's sender runs in it."""
+    """The receiver served in a thread as ``tminus webhook`` serves it (``server_config``:
+    lifespan on, so the sender runs; the same timeouts and protocol)."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, config: WebhookConfig, port: int | None = None) -> None:
+        app = create_app(config)
         super().__init__(app, port)
-        self.server.config.lifespan = "on"
+        self.server = uvicorn.Server(
+            server_config(app, config, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
 
 
 def make_config(db_path: Path, api_url: str, **overrides: Any) -> WebhookConfig:
@@ -243,7 +251,7 @@ def receiver_factory(tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
 
     def start(api_url: str, **overrides: Any) -> Receiver:
         overrides.setdefault("db_path", tmp_path / "outbox.sqlite3")
-        server = LifespanServer(create_app(make_config(api_url=api_url, **overrides)))
+        server = LifespanServer(make_config(api_url=api_url, **overrides))
         server.__enter__()
         started.append(server)
         return Receiver(server)
@@ -269,6 +277,65 @@ def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
 def settle() -> None:
     """Give the sender several rounds to (wrongly) send more."""
     time.sleep(0.3)
+
+
+# Prefect refuses flow-run parameters larger than this (server.api.max_parameter_size).
+PREFECT_MAX_PARAMETER_BYTES = 512 * 1024
+
+
+def run_parameters(event: dict[str, Any]) -> dict[str, Any]:
+    """The on-release run's parameters, rendered from ``event`` as the deployment trigger
+    renders them (Prefect's own hydration of ``release_trigger().parameters``) and checked as
+    Prefect checks a new run: its size limit, then the deployment's parameter schema. Raises
+    when Prefect would not start the run."""
+    from prefect._internal.schemas.validators import validate_parameter_size
+    from prefect.server.events.actions import RunDeployment
+    from prefect.server.events.schemas.events import ReceivedEvent
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+    from prefect.utilities.schema_tools.validation import validate
+
+    from deployments.serve import release_trigger
+    from flows.on_release import on_release
+
+    template = copy.deepcopy(release_trigger().parameters) or {}
+    RunDeployment._upgrade_v1_templates(template)
+    received = ReceivedEvent.model_validate({**event, "received": datetime.now(UTC)})
+    context = HydrationContext(
+        raise_on_error=True,
+        render_jinja=True,
+        jinja_context={"event": received},
+        render_workspace_variables=True,
+    )
+    rendered: dict[str, Any] = hydrate(template, context)
+    validate_parameter_size(rendered, PREFECT_MAX_PARAMETER_BYTES)
+    validate(rendered, parameter_schema(on_release).model_dump_for_openapi(), raise_on_error=True)
+    return rendered
+
+
+def raw_exchange(port: int, data: bytes, *, give_up: float = 5.0) -> tuple[bytes, float]:
+    """Send ``data`` on a fresh connection and read until the server closes it: the answer
+    and how long that took. A server that holds the connection fails the test."""
+    with socket.create_connection(("127.0.0.1", port), timeout=give_up) as sock:
+        started = time.monotonic()
+        sock.sendall(data)
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                raise AssertionError(f"the receiver held the connection for {give_up} s") from None
+            if not chunk:
+                return b"".join(chunks), time.monotonic() - started
+            chunks.append(chunk)
+
+
+def status_and_json(answer: bytes) -> tuple[int, dict[str, Any]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"content-type: application/json" in head.lower(), head
+    data: dict[str, Any] = json.loads(body)
+    return status, data
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -300,6 +367,7 @@ def test_release_delivery_becomes_one_event(
             "prefect.resource.id": "gitlab.release.2.v1.1",
             "prefect.resource.name": "gitlab-org/release-webhook-example v1.1",
             "gitlab.project": "gitlab-org/release-webhook-example",
+            "gitlab.instance": "https://gitlab.example.com",
         },
         "related": [],
         "payload": {
@@ -314,7 +382,6 @@ def test_release_delivery_becomes_one_event(
                 "path_with_namespace": "gitlab-org/release-webhook-example",
                 "web_url": "https://example.com/gitlab-org/release-webhook-example",
             },
-            "instance": "https://gitlab.example.com",
             "delivery": "f5e5f430-f57b-4e6e-9fac-d9128cd7232f",
         },
     }
@@ -477,7 +544,7 @@ def test_release_hook_header_with_other_kind_or_bad_json_is_400(
     assert receiver.post(TAG_PUSH).status_code == 400
     bad_json = receiver.http.post(HOOK_PATH, content=b"{not json", headers=HEADERS)
     assert bad_json.status_code == 400
-    assert bad_json.json() == {"error": "body is not valid JSON"}
+    assert bad_json.json()["error"].startswith("body is not valid JSON: Expecting property name")
     assert receiver.post([RELEASE]).status_code == 400
 
 
@@ -584,7 +651,7 @@ def test_killed_receiver_sends_accepted_delivery_after_restart(tmp_path: Path) -
 
     stand_in = PrefectEventsStandIn()
     with ThreadedServer(stand_in.app, port=events_port):
-        server = LifespanServer(create_app(make_config(db, api)))
+        server = LifespanServer(make_config(db, api))
         with server:
             wait_until(lambda: len(stand_in.received()) == 1)
             settle()
@@ -643,6 +710,276 @@ def test_gitlab_time_format_and_iso_are_parsed() -> None:
     assert iso.released_at == hook.released_at
     with pytest.raises(ValidationError):
         ReleaseHook.model_validate(with_value("released_at", "2020-11-02 12:55:12"))
+
+
+# --- hostile and malformed input: always a 4xx that names the problem, never a 5xx --------------
+
+
+def _deep(levels: int) -> bytes:
+    """The release with one more field nested ``levels`` deep."""
+    body = json.dumps(RELEASE).encode()
+    return body[:-1] + b', "deep": ' + b"[" * levels + b"]" * levels + b"}"
+
+
+def _release_bytes(**changes: Any) -> bytes:
+    return json.dumps({**RELEASE, **changes}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "says"),
+    [
+        pytest.param(_deep(1_000), {}, 400, "deeper than 32 levels", id="nested-1000"),
+        pytest.param(_deep(100_000), {}, 400, "deeper than 32 levels", id="nested-100000"),
+        pytest.param(
+            _release_bytes(released_at="9999-12-31T23:59:59-23:59"),
+            {},
+            422,
+            "released_at: got '9999-12-31T23:59:59-23:59': is out of range",
+            id="released-at-overflows",
+        ),
+        pytest.param(
+            _release_bytes(released_at="0001-01-01 00:00:00 UTC"),
+            {},
+            422,
+            "released_at: got '0001-01-01 00:00:00 UTC': is out of range",
+            id="released-at-too-early",
+        ),
+        pytest.param(
+            _release_bytes(released_at=1604321712),
+            {},
+            422,
+            "released_at: got 1604321712: is not a time",
+            id="released-at-number",
+        ),
+        pytest.param(
+            json.dumps(with_value("project.id", 10**30)).encode(),
+            {},
+            400,
+            "more than 20 digits",
+            id="project-id-10**30",
+        ),
+        pytest.param(
+            json.dumps(with_value("project.id", 2**31)).encode(),
+            {},
+            422,
+            "project.id: got 2147483648: Input should be less than or equal to 2147483647",
+            id="project-id-2**31",
+        ),
+        pytest.param(
+            json.dumps(with_value("project.id", True)).encode(),
+            {},
+            422,
+            "project.id: got True",
+            id="project-id-true",
+        ),
+        pytest.param(
+            _release_bytes(tag="../x"),
+            {},
+            422,
+            "tag: got '../x': is not a valid git tag name",
+            id="tag-dotdot",
+        ),
+        pytest.param(_release_bytes(tag="-x"), {}, 422, "tag: got '-x'", id="tag-dash"),
+        pytest.param(_release_bytes(tag="v1\x01"), {}, 422, "tag: got 'v1\\x01'", id="tag-control"),
+        pytest.param(
+            _release_bytes(url="javascript:alert(1)"),
+            {},
+            422,
+            "url: got 'javascript:alert(1)'",
+            id="url-scheme",
+        ),
+        pytest.param(
+            _release_bytes(name="n" * 1025), {}, 422, "name: got 'nnn", id="name-too-long"
+        ),
+        pytest.param(
+            _release_bytes(description="bad \ud800 notes"),
+            {},
+            422,
+            "description: got 'bad \\ud800 notes': contains an unpaired surrogate",
+            id="lone-surrogate",
+        ),
+        pytest.param(
+            _release_bytes(tag=5),
+            {},
+            422,
+            "tag: got 5: Input should be a valid string",
+            id="wrong-type",
+        ),
+        pytest.param(
+            b'{"object_kind": "release", "x": \xff}',
+            {},
+            400,
+            "body is not UTF-8 (byte 32)",
+            id="bad-utf8",
+        ),
+        pytest.param(
+            json.dumps(RELEASE).encode("utf-16"), {}, 400, "body is not UTF-8", id="utf-16"
+        ),
+        pytest.param(_release_bytes()[:-1] + b', "x": NaN}', {}, 400, "NaN is not JSON", id="nan"),
+        pytest.param(
+            _release_bytes()[:-1] + b', "tag": "../x"}',
+            {},
+            400,
+            "key 'tag' appears twice in one object",
+            id="duplicate-key",
+        ),
+        pytest.param(b"", {}, 400, "body is not valid JSON", id="empty"),
+        pytest.param(
+            b"[" * 20 + b"]" * 20, {}, 400, "body must be a JSON object, got list", id="array"
+        ),
+        pytest.param(
+            _release_bytes(),
+            {"Content-Type": "text/plain"},
+            415,
+            "Content-Type must be application/json",
+            id="text-plain",
+        ),
+        pytest.param(
+            _release_bytes(),
+            {"Content-Type": "application/json; charset=latin-1"},
+            415,
+            "got 'application/json; charset=latin-1'",
+            id="charset",
+        ),
+        pytest.param(
+            _release_bytes(),
+            {"Idempotency-Key": "k" * 300},
+            400,
+            "idempotency-key is longer than 255",
+            id="long-key",
+        ),
+        pytest.param(
+            _release_bytes(),
+            [("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+            400,
+            "header idempotency-key is sent 2 times with different values",
+            id="two-keys",
+        ),
+        pytest.param(
+            _release_bytes(),
+            [("X-Gitlab-Token", "wrong"), ("X-Gitlab-Token", TOKEN)],
+            400,
+            "header x-gitlab-token is sent 2 times",
+            id="two-tokens",
+        ),
+    ],
+)
+def test_malformed_deliveries_get_a_4xx_naming_the_problem(
+    prefect_events: tuple[PrefectEventsStandIn, str],
+    receiver_factory: Callable[..., Receiver],
+    body: bytes,
+    headers: dict[str, str] | list[tuple[str, str]],
+    status: int,
+    says: str,
+) -> None:
+    _, api = prefect_events
+    receiver = receiver_factory(api)
+    pairs = list(headers.items()) if isinstance(headers, dict) else headers
+    replaced = {name.lower() for name, _ in pairs}
+    sent = [(k, v) for k, v in HEADERS.items() if k.lower() not in replaced] + pairs
+    response = receiver.http.post(HOOK_PATH, content=body, headers=sent)
+    assert response.status_code == status, response.text
+    answer = response.json()
+    assert any(says in text for text in [answer["error"], *answer.get("problems", [])]), answer
+    assert receiver.health()["pending"] == 0
+
+
+def test_a_900_kb_description_is_delivered_as_a_run_prefect_accepts(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    """The run gets the fields on-release uses, the notes as an excerpt that keeps the
+    Launch-Tier line: far under Prefect's 512 KiB parameter limit."""
+    from tminus.release import DESCRIPTION_MAX_CHARS, Release, tier_from_description
+    from tminus.request import Tier
+
+    stand_in, api = prefect_events
+    receiver = receiver_factory(api)
+    notes = "Dark mode for everyone.\n" + "A changelog line.\n" * 50_000 + "Launch-Tier: L2\n"
+    assert len(notes) > 900_000
+    response = receiver.post(with_value("description", notes))
+    assert response.status_code == 202, response.text
+    wait_until(lambda: len(stand_in.received()) == 1)
+    [event] = stand_in.received()
+    assert len(json.dumps(event)) < 16 * 1024
+    parameters = run_parameters(event)
+    release = Release.model_validate(parameters["release"])
+    assert release.description is not None and len(release.description) <= DESCRIPTION_MAX_CHARS
+    assert release.description.startswith("Launch-Tier: L2\nDark mode for everyone.\n")
+    assert tier_from_description(release.description) is Tier.L2
+
+
+def test_the_body_limit_is_enforced_with_413_and_the_default_fits_gitlabs_largest_notes(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    """GitLab allows release notes of 1,000,000 characters: they are accepted (and cut);
+    a body over the limit is refused up front, before it is read."""
+    _, api = prefect_events
+    receiver = receiver_factory(api)
+    assert receiver.post(with_value("description", "x" * 1_000_000)).status_code == 202
+    too_big = receiver.post(with_value("description", "x" * 2_100_000), Idempotency_Key="big")
+    assert too_big.status_code == 413
+    assert too_big.json() == {"error": "body larger than 2097152 bytes"}
+
+
+def test_half_a_body_is_answered_408_at_the_deadline(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    _, api = prefect_events
+    receiver = receiver_factory(api, body_timeout=0.5)
+    head = "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
+    request = f"POST {HOOK_PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: 1000\r\n\r\n"
+    answer, seconds = raw_exchange(receiver.server.port, request.encode() + b'{"object_kind": ')
+    status, body = status_and_json(answer)
+    assert status == 408
+    assert body == {"error": "the body did not arrive within 0.5 s; send it in one go"}
+    assert 0.4 < seconds < 2.0
+    assert receiver.health()["pending"] == 0
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"POST /hooks/gitlab HTTP/1.1\r\nHost: x\r\nX-Gitlab-Event: Rel"],
+    ids=["nothing", "half-a-head"],
+)
+def test_a_slow_client_cannot_hold_a_connection(
+    prefect_events: tuple[PrefectEventsStandIn, str],
+    receiver_factory: Callable[..., Receiver],
+    sent: bytes,
+) -> None:
+    """uvicorn alone waits forever for a request's head; the receiver closes after its
+    header_timeout, with a JSON 408 when part of a head came."""
+    _, api = prefect_events
+    receiver = receiver_factory(api, header_timeout=0.5)
+    answer, seconds = raw_exchange(receiver.server.port, sent)
+    assert 0.4 < seconds < 2.0
+    if sent:
+        status, body = status_and_json(answer)
+        assert status == 408 and "did not arrive within 0.5 s" in body["error"]
+    else:
+        assert answer == b""
+    # After a complete exchange, an idle keep-alive connection is closed too.
+    answer, seconds = raw_exchange(
+        receiver.server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in answer
+    assert 0.4 < seconds < 2.0
+
+
+def test_malformed_http_gets_a_json_400(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    _, api = prefect_events
+    receiver = receiver_factory(api)
+    request = (
+        b"POST /hooks/gitlab HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+    )
+    answer, _ = raw_exchange(receiver.server.port, request + b"hello")
+    status, body = status_and_json(answer)
+    assert status == 400 and body["error"].startswith("malformed HTTP request")
+    for method, path in (("GET", HOOK_PATH), ("POST", "/elsewhere")):
+        response = receiver.http.request(method, path)
+        assert response.status_code in (404, 405)
+        assert "deliveries go to POST /hooks/gitlab" in response.json()["error"]
 
 
 @pytest.mark.e2e
