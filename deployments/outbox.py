@@ -6,8 +6,9 @@ holds every accepted delivery, keyed by its delivery key (which also makes de-du
 durable: a resend an hour later, or after a restart, finds its row). WAL with
 ``synchronous=FULL`` means a row is on disk before the 202 goes out.
 
-Rows are never deleted: a release hook is a few kilobytes and releases are rare, and the table
-doubles as the audit log of what GitLab sent. ``status`` moves ``pending -> sent`` (or
+Rows are never deleted: an event is a few kilobytes (the receiver bounds every field and cuts
+long release notes to an excerpt) and releases are rare, and the table doubles as the audit
+log of what GitLab sent. ``status`` moves ``pending -> sent`` (or
 ``pending -> rejected`` when Prefect says the event itself is invalid, so one bad row cannot
 block the queue; a person can set it back to ``pending``).
 """

@@ -3,7 +3,9 @@
 - ``launch/launch``: started by hand from the Prefect UI; its form is built from
   ``LaunchRequest`` (tiers as a dropdown, every field described, defaults shown).
 - ``on-release/on-release``: started by a deployment trigger on the ``gitlab.release.*`` events
-  the webhook receiver emits; the whole event payload becomes the ``release`` parameter.
+  the webhook receiver emits; the event payload becomes the ``release`` parameter. The
+  receiver builds that payload as a validated ``tminus.release.Release`` (bounded fields, the
+  description as an excerpt), so it is always a parameter Prefect accepts.
 - ``audit/audit``: the checklist audit on a cron schedule (default weekdays 09:00) in the
   configured time zone.
 
@@ -32,7 +34,8 @@ def release_trigger() -> DeploymentEventTrigger:
         description="A GitLab release (via the tminus webhook receiver) starts on-release.",
         expect={RELEASE_EVENT},
         match={"prefect.resource.id": "gitlab.release.*"},
-        # One expression keeps its JSON type: the flow receives the payload as a dict.
+        # One expression keeps its JSON type: the flow receives the payload as a dict. The
+        # payload is exactly a Release (deployments.webhook.release_event), small and bounded.
         parameters={"release": "{{ event.payload }}"},
     )
 
