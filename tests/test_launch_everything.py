@@ -152,6 +152,19 @@ def test_l1_sales_message_waits_for_approval(
     assert paused is not None, "the launch never paused for approval"
     assert messages(sandbox) == []  # nothing sent before approval
     assert events(sandbox)  # the rest of the launch was done meanwhile
+    # The form and the artifact show the whole message, as sales will read it.
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.input.actions import read_flow_run_input
+
+    keyset = paused.state.state_details.run_input_keyset
+    form = read_flow_run_input(keyset["description"], flow_run_id=paused.id)
+    with get_client(sync_client=True) as client:
+        key = ArtifactFilterKey(any_=[f"sales-message-{request.slug}"])
+        artifact = client.read_artifacts(artifact_filter=ArtifactFilter(key=key))[-1]
+    for text in (form, artifact.data):
+        assert "**Key selling points**" in text and "**Limitations sales must know**" in text
+        assert "First review within minutes" in text and "**In 50 words**" in text
+        assert "Sales all-hands" in text  # where the training is
     resume_flow_run(paused.id, run_input={"approve": True, "comment": "ship it"})
     worker.join(timeout=60)
     assert rows(done["result"], "sales")[0]["outcome"] == "created"
