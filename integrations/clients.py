@@ -19,6 +19,7 @@ def build_checker(settings: Settings) -> PageChecker:
     return PageChecker(
         allowed_hosts=settings.page_hosts,
         allow_private=settings.page_private_ok,
+        private_origins=settings.page_private_origins,
     )
 
 

@@ -4,9 +4,13 @@ The URLs come from launch files, which anyone who can open a merge request may w
 check must not become a way to make tminus fetch internal services (SSRF). Three guards, on
 every hop of a redirect chain, before any byte is sent:
 
-- the host must be in an allow-list (exact names, or ``*.example.com`` wildcards);
+- the host *and port* must be in an allow-list (exact names, or ``*.example.com`` wildcards;
+  an entry without a port allows only the scheme's default port, ``host:8080`` that port,
+  ``host:*`` any port);
 - every address the host resolves to must be public (private, loopback, link-local,
-  reserved, multicast and other non-global addresses are refused unless ``allow_private``);
+  reserved, multicast and other non-global addresses are refused unless ``allow_private``,
+  or unless the URL's origin is one of ``private_origins``: the embedded stand-in's exact
+  ``127.0.0.1:port``, never all of loopback);
 - the request goes to the address that was checked (the URL is pinned to it; ``Host`` and
   TLS SNI keep the name), so a DNS answer that changes between check and connect cannot
   redirect it elsewhere. Environment proxies are ignored for the same reason.
@@ -141,20 +145,35 @@ def visible_text(html: str) -> str:
 # --- host and address policy ----------------------------------------------------------------
 
 
-def host_allowed(host: str, allowed_hosts: Iterable[str]) -> bool:
-    """Exact names, or ``*.example.com`` for any subdomain (not example.com itself)."""
+def _split_entry(entry: str) -> tuple[str, str | None]:
+    """An allow-list entry as (host, port): port None = the default port, "*" = any."""
+    entry = entry.strip().lower()
+    if "://" in entry:  # tolerate a URL where a host was meant
+        parts = urlsplit(entry)
+        return (parts.hostname or "").rstrip("."), str(parts.port) if parts.port else None
+    host, sep, port = entry.rpartition(":")
+    if sep and (port == "*" or port.isdigit()) and host and "]" not in port:
+        return host.strip("[]").rstrip("."), port
+    return entry.strip("[]").rstrip("."), None
+
+
+def host_allowed(host: str, allowed_hosts: Iterable[str], port: int | None = None) -> bool:
+    """Exact names, or ``*.example.com`` for any subdomain (not example.com itself); with
+    ``port``, the entry's port must match too (``None`` in an entry: a default port only)."""
     host = host.lower().rstrip(".")
     for entry in allowed_hosts:
-        entry = entry.strip().lower()
-        if "://" in entry:  # tolerate a URL where a host was meant
-            entry = urlsplit(entry).hostname or ""
-        entry = entry.rstrip(".")
-        if not entry:
+        name, entry_port = _split_entry(entry)
+        if not name:
             continue
-        if entry.startswith("*."):
-            if host.endswith(entry[1:]) and host != entry[2:]:
+        if port is not None and entry_port != "*":
+            if entry_port is None and port not in (80, 443):
+                continue
+            if entry_port is not None and entry_port != str(port):
+                continue
+        if name.startswith("*."):
+            if host.endswith(name[1:]) and host != name[2:]:
                 return True
-        elif host == entry:
+        elif host == name:
             return True
     return False
 
@@ -213,11 +232,13 @@ class PageChecker:
         retries: int = 2,
         retry_delay: float = 0.5,
         resolver: Resolver | None = None,
+        private_origins: Iterable[str] = (),
     ) -> None:
         if concurrency < 1 or per_host < 1:
             raise ValueError("concurrency and per_host must be at least 1")
         self.allowed_hosts = list(allowed_hosts)
         self.allow_private = allow_private
+        self.private_origins = list(private_origins)
         self.concurrency = concurrency
         self.per_host = per_host
         self.timeout = timeout
@@ -319,16 +340,17 @@ class _Run:
     async def _vet(self, url: httpx.URL, host: str) -> list[str]:
         if url.scheme not in ("http", "https"):
             raise _Refused(f"refused: unsupported URL scheme {url.scheme!r}")
-        if not host_allowed(host, self.c.allowed_hosts):
-            raise _Refused(f"host not allowed: {host} (add it to TMINUS_PAGES_ALLOWED_HOSTS)")
         port = url.port or (443 if url.scheme == "https" else 80)
+        if not host_allowed(host, self.c.allowed_hosts, port):
+            where = host if port in (80, 443) else f"{host}:{port}"
+            raise _Refused(f"host not allowed: {where} (add it to TMINUS_PAGES_ALLOWED_HOSTS)")
         try:
             addresses = await self.c.resolve(host, port)
         except OSError as exc:
             raise _Refused(f"cannot resolve {host} ({exc.strerror or exc})") from None
         if not addresses:
             raise _Refused(f"cannot resolve {host}")
-        if not self.c.allow_private:
+        if not self.c.allow_private and not host_allowed(host, self.c.private_origins, port):
             for address in addresses:
                 why = refused_address(address)
                 if why:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import gitlab
@@ -92,7 +93,7 @@ def sandbox_env(url: str) -> dict[str, str]:
         "TMINUS_SLACK_WEBHOOK_URL": f"{url}/slack/webhook/sales",
         "TMINUS_FEATURES_URL": f"{url}/features",
         "TMINUS_FEATURES_COMPARE_URL": f"{url}/features/compare",
-        "TMINUS_PAGES_ALLOWED_HOSTS": "127.0.0.1",
+        "TMINUS_PAGES_ALLOWED_HOSTS": urlsplit(url).netloc,
         "TMINUS_PAGES_ALLOW_PRIVATE": "true",
         "TMINUS_TIMEZONE": "UTC",
         # Retries as in production, without the production waits.

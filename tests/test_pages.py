@@ -131,7 +131,7 @@ async def fake_dns(host: str, port: int) -> list[str]:
 
 
 def checker(**kw: Any) -> PageChecker:
-    kw.setdefault("allowed_hosts", ["127.0.0.1", "a.test", "b.test"])
+    kw.setdefault("allowed_hosts", ["127.0.0.1:*", "a.test:*", "b.test:*"])
     kw.setdefault("allow_private", True)
     kw.setdefault("timeout", 5.0)
     kw.setdefault("retry_delay", 0.01)
@@ -262,11 +262,13 @@ def test_redirect_loop_stops(site: Site) -> None:
 
 def test_redirect_to_a_host_outside_the_allow_list_is_not_followed(site: Site) -> None:
     target = site.at("b.test", "/docs/dark-mode")
-    [result] = checker(allowed_hosts=["a.test"]).check_sync(
+    [result] = checker(allowed_hosts=["a.test:*"]).check_sync(
         [PageTarget(site.at("a.test", f"/go?to={target}"), "go", ("Dark mode",))]
     )
     assert not result.ok
-    assert result.reason == "host not allowed: b.test (add it to TMINUS_PAGES_ALLOWED_HOSTS)"
+    assert result.reason == (
+        f"host not allowed: b.test:{site.port} (add it to TMINUS_PAGES_ALLOWED_HOSTS)"
+    )
     assert result.final_url == target
     assert site.paths() == ["/go"]
 
@@ -281,7 +283,7 @@ def test_private_address_is_refused_unfetched(site: Site) -> None:
         PageTarget(site.at("mixed.test", "/docs/dark-mode"), "one bad address", ("Dark mode",)),
     ]
     strict = PageChecker(
-        ["127.0.0.1", "docs.internal", "mixed.test"], allow_private=False, resolver=fake_dns
+        ["127.0.0.1:*", "docs.internal:*", "mixed.test:*"], allow_private=False, resolver=fake_dns
     )
     results = strict.check_sync(targets)
     assert [r.reason.split(" (")[0] for r in results] == [
@@ -292,7 +294,7 @@ def test_private_address_is_refused_unfetched(site: Site) -> None:
     assert all(r.status is None for r in results)
     assert site.paths() == []
     # The real resolver path (loop.getaddrinfo) refuses the literal just the same.
-    real = PageChecker(["127.0.0.1"], allow_private=False).check_sync(targets[:1])
+    real = PageChecker(["127.0.0.1:*"], allow_private=False).check_sync(targets[:1])
     assert real[0].reason.startswith("refused: private address 127.0.0.1")
     assert site.paths() == []
 
@@ -301,7 +303,9 @@ def test_host_outside_allow_list_is_refused_unfetched(site: Site) -> None:
     [result] = checker(allowed_hosts=["*.example.com"]).check_sync(
         [PageTarget(site.at("a.test", "/docs/dark-mode"), "a", ("Dark mode",))]
     )
-    assert result.reason == "host not allowed: a.test (add it to TMINUS_PAGES_ALLOWED_HOSTS)"
+    assert result.reason == (
+        f"host not allowed: a.test:{site.port} (add it to TMINUS_PAGES_ALLOWED_HOSTS)"
+    )
     assert site.paths() == []
 
 
@@ -335,7 +339,7 @@ def test_allow_list_and_address_rules() -> None:
 
 
 def test_404_size_type_and_dns(site: Site) -> None:
-    results = checker(max_bytes=400, allowed_hosts=["a.test", "nowhere.test"]).check_sync(
+    results = checker(max_bytes=400, allowed_hosts=["a.test:*", "nowhere.test:*"]).check_sync(
         [
             PageTarget(site.at("a.test", "/docs/nope"), "404", ("x",)),
             PageTarget(site.at("a.test", "/features"), "big", ("AI code review",)),
@@ -415,3 +419,67 @@ def test_check_sync_inside_a_running_loop(site: Site) -> None:
         return result.ok
 
     assert asyncio.run(from_async_code())
+
+
+def test_the_allow_list_checks_the_port() -> None:
+    """A host entry allows its default ports only: a launch file must not reach another
+    service on the same host (the Prefect API beside the stand-in, say)."""
+    assert host_allowed("docs.example.com", ["docs.example.com"], 443)
+    assert host_allowed("docs.example.com", ["docs.example.com"], 80)
+    assert not host_allowed("docs.example.com", ["docs.example.com"], 8080)
+    assert host_allowed("127.0.0.1", ["127.0.0.1:4281"], 4281)
+    assert not host_allowed("127.0.0.1", ["127.0.0.1:4281"], 4280)
+    assert not host_allowed("127.0.0.1", ["127.0.0.1:4281"], 80)
+    assert host_allowed("a.example.com", ["*.example.com:8443"], 8443)
+    assert host_allowed("docs.test", ["docs.test:*"], 9)
+    assert host_allowed("docs.example.com", ["https://docs.example.com:8443/"], 8443)
+    assert not host_allowed("docs.example.com", ["https://docs.example.com/"], 8443)
+
+
+def listening() -> tuple[socket.socket, list[int]]:
+    """A loopback port that counts connections without answering them."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    return server, []
+
+
+def connections(server: socket.socket) -> int:
+    count = 0
+    while True:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return count
+        conn.close()
+        count += 1
+
+
+def test_embedded_default_reaches_only_the_stand_in() -> None:
+    """On the embedded default private addresses are allowed for the stand-in's origin only,
+    and TMINUS_PAGES_ALLOW_PRIVATE=false is honoured: then not even that one."""
+    from integrations.clients import build_checker
+    from tminus.settings import load_settings
+
+    other, _ = listening()
+    port = other.getsockname()[1]
+    try:
+        env = {"TMINUS_SANDBOX_PORT": str(port)}
+        embedded = load_settings(env)
+        assert embedded.page_hosts == [f"127.0.0.1:{port}"]
+        assert embedded.page_private_origins == [f"127.0.0.1:{port}"]
+        assert not embedded.page_private_ok
+        # Another loopback port (the Prefect API, an admin console) is not allowed.
+        prefect = f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}/api/health"
+        [refused] = build_checker(embedded).check_sync([PageTarget(prefect, "p", ("x",))])
+        assert refused.reason.startswith("host not allowed: 127.0.0.1:")
+
+        strict = load_settings({**env, "TMINUS_PAGES_ALLOW_PRIVATE": "false"})
+        assert strict.page_private_origins == [] and not strict.page_private_ok
+        target = PageTarget(f"http://127.0.0.1:{port}/docs/x", "docs", ("x",))
+        [result] = build_checker(strict).check_sync([target])
+        assert result.reason.startswith("refused: private address 127.0.0.1")
+        assert connections(other) == 0  # refused before connecting
+    finally:
+        other.close()

@@ -92,13 +92,14 @@ class Settings(BaseSettings):
     )
     pages_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default=[],
-        description="Hosts page checks may fetch (comma-separated; *.example.com allowed). "
-        "Empty: the hosts of features_url, features_compare_url and nothing else.",
+        description="Hosts page checks may fetch (comma-separated; *.example.com allowed; "
+        "host:8080 for another port than 80/443, host:* for any). Empty: the hosts and ports "
+        "of features_url, features_compare_url and nothing else.",
     )
-    pages_allow_private: bool = Field(
-        default=False,
-        description="Allow page checks to fetch private and loopback addresses (on by "
-        "itself on the embedded default, whose docs site is on 127.0.0.1).",
+    pages_allow_private: bool | None = Field(
+        default=None,
+        description="Allow page checks to fetch private and loopback addresses. Unset: no, "
+        "except the embedded stand-in's own address (127.0.0.1 on its port, nothing else).",
     )
     approval_timeout: int = Field(
         default=86_400,
@@ -232,12 +233,20 @@ class Settings(BaseSettings):
         if self.pages_allowed_hosts:
             return self.pages_allowed_hosts
         pages = (self.features_page, self.features_compare_page)
-        hosts = {urlsplit(u).hostname for u in pages if u}
+        hosts = {urlsplit(u).netloc.rpartition("@")[2] for u in pages if u}
         return sorted(h for h in hosts if h)
 
     @property
     def page_private_ok(self) -> bool:
-        return self.pages_allow_private or self.embedded
+        """Private and loopback addresses allowed for every allowed host (an explicit yes)."""
+        return bool(self.pages_allow_private)
+
+    @property
+    def page_private_origins(self) -> list[str]:
+        """Origins whose private address is fine: the stand-in's, on the embedded default."""
+        if self.embedded and self.pages_allow_private is None:
+            return [urlsplit(self.sandbox_url).netloc]
+        return []
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
