@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 import gitlab
 import httpx
