@@ -380,3 +380,33 @@ def test_l1_from_the_deployment_suspends_for_approval_then_sends(
     assert final.is_completed(), (served["logs"] / "serve.log").read_text()[-3000:]
     messages = sandbox_server.http.get("/slack/messages").json()
     assert len([m for m in messages if "Code Review Agent" in m["payload"]["text"]]) == 1
+
+
+def test_a_900_kb_release_description_starts_its_run(
+    served: dict[str, Any], sandbox_server: SandboxClient
+) -> None:
+    """Prefect refuses run parameters over 512 KiB: the receiver sends the run an excerpt
+    of the notes that keeps the Launch-Tier line, and the run starts and completes."""
+    on_release = served["deployments"]["on-release/on-release"]
+    payload, headers = delivery()
+    notes = "Dark mode for everyone.\n" + "A changelog line.\n" * 50_000 + "Launch-Tier: L2\n"
+    assert len(notes) > 900_000
+    payload = {**payload, "tag": "v3.0", "name": "v3.0", "description": notes}
+    headers = {**headers, "Idempotency-Key": "big-notes-delivery"}
+    answer = httpx.post(f"{served['hook']}/hooks/gitlab", json=payload, headers=headers)
+    assert answer.status_code == 202, answer.text
+
+    def v3_run() -> Any:
+        return next(
+            (r for r in runs_of(on_release) if r.parameters["release"]["tag"] == "v3.0"), None
+        )
+
+    run = wait_for(v3_run, 20, "the run of the 900 KB delivery")
+    release = run.parameters["release"]
+    assert len(json.dumps(run.parameters)) < 16 * 1024
+    assert release["description"].startswith("Launch-Tier: L2\nDark mode for everyone.\n")
+    final = wait_for(lambda: (r := v3_run()) is not None and r.state.is_final() and r, 90, "it")
+    assert final.state.is_completed(), (served["logs"] / "serve.log").read_text()[-3000:]
+    project = sandbox_server.gitlab().projects.get("gitlab-org/release-webhook-example")
+    titles = [i.title for i in project.issues.list(get_all=True, labels=["launch-tier::L2"])]
+    assert "Launch: v3.0 (L2, 2020-11-02)" in titles
