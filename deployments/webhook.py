@@ -194,8 +194,6 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 def json_depth(body: bytes) -> int:
     """How deep the arrays and objects of a JSON text nest, found without parsing it (parsers
     recurse, so depth must be known before one runs); linear time, C loops only."""
-    if body.count(b"[") + body.count(b"{") <= 1:
-        return 1 if b"[" in body or b"{" in body else 0
     brackets = _JSON_STRING.sub(b"", body).translate(_BRACKET_STEPS, _NOT_BRACKETS)
     # Each opener adds 2 and each closer 0; minus one per bracket, that is +1 / -1.
     depths = map(operator.sub, itertools.accumulate(brackets), itertools.count(1))

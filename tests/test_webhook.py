@@ -25,6 +25,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr, TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -38,6 +40,7 @@ from deployments.webhook import (
     ReleaseHook,
     WebhookConfig,
     create_app,
+    json_depth,
     server_config,
 )
 from sandbox.app import ThreadedServer, free_port
@@ -1014,3 +1017,45 @@ def test_real_prefect_server_accepts_the_event(
     assert event.payload["tag"] == "v1.1"
     assert event.payload["project"]["id"] == 2
     assert event.payload["released_at"] == "2020-11-02T12:55:12+00:00"
+
+
+# --- the depth of a JSON text, measured before parsing -----------------------------------------
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ax\n'),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text('[]{}"\\a'), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(value=_JSON_VALUES)
+def test_json_depth_is_exact_for_any_json(value: Any) -> None:
+    """Brackets inside strings (with escaped quotes and backslashes) do not count."""
+    assert json_depth(json.dumps(value).encode()) == _depth(value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'"' + b'\\"' * 1_000_000,  # one unterminated string full of escaped quotes
+        b"[]" * 1_000_000,
+        b'["' * 500_000,
+        b"[" * 2_000_000,
+    ],
+    ids=["escaped-quotes", "flat-brackets", "open-strings", "all-open"],
+)
+def test_json_depth_takes_linear_time_on_hostile_bodies(body: bytes) -> None:
+    started = time.perf_counter()
+    json_depth(body)
+    assert time.perf_counter() - started < 1.0
