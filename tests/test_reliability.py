@@ -216,3 +216,34 @@ def test_kill_9_mid_launch_then_rerun(
     states = flow_run_states()
     assert states["RUNNING"] == 0
     assert states["CRASHED"] == crashed_before + 1
+
+
+@pytest.mark.e2e
+def test_unreachable_gitlab_fails_within_a_minute_naming_it(
+    sandbox: SandboxClient, prefect_server: str, tmp_path: Path
+) -> None:
+    """With the production retry settings: every call has one retry owner, bounded by a
+    deadline, so a GitLab that refuses connections fails the launch in well under 60 s."""
+    from sandbox.app import free_port
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TMINUS_")},
+        **sandbox_env(sandbox.url),
+        "TMINUS_GITLAB_URL": f"http://127.0.0.1:{free_port()}",
+        "TMINUS_HOME": str(tmp_path / "home"),
+        "PREFECT_API_URL": prefect_server,
+    }
+    del env["TMINUS_RETRY_BACKOFF"]  # production waits
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tminus.cli", "launch", str(ROOT / "examples" / "l3.yaml")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    took = time.monotonic() - started
+    assert proc.returncode != 0 and took < 60, (took, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "cannot reach GitLab" in proc.stdout + proc.stderr
+    assert sandbox.writes() == []
