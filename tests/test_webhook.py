@@ -748,6 +748,15 @@ def _release_bytes(**changes: Any) -> bytes:
             id="released-at-too-early",
         ),
         pytest.param(
+            # Accepted, it would start a run that fails: the release day is the launch day.
+            _release_bytes(released_at="2101-01-01 00:00:00 UTC"),
+            {},
+            422,
+            "released_at: got '2101-01-01 00:00:00 UTC': is out of range; give a time between "
+            "2000-01-01 and 2100-12-31",
+            id="released-at-beyond-launch-days",
+        ),
+        pytest.param(
             _release_bytes(released_at=1604321712),
             {},
             422,

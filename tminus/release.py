@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,7 +24,14 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, TypeAdapter
 
 from tminus.errors import LaunchFileError
-from tminus.request import LaunchRequest, Tier, parse_launch_request, slugify
+from tminus.request import (
+    LAUNCH_DATE_MAX,
+    LAUNCH_DATE_MIN,
+    LaunchRequest,
+    Tier,
+    parse_launch_request,
+    slugify,
+)
 
 TIER_LINE = re.compile(r"^\s*Launch-Tier:\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
 
@@ -41,9 +48,10 @@ DELIVERY_MAX_CHARS = 255
 # summary one more; the rest stays in GitLab.
 DESCRIPTION_MAX_CHARS = 4000
 TIER_VALUE_MAX_CHARS = 40  # longer is never a tier; kept short enough to show in the error
-# A launch date counts back up to 365 days and forward up to 60 (the playbook's lead times).
-EARLIEST_RELEASE = datetime(1900, 1, 1, tzinfo=UTC)
-LATEST_RELEASE = datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC)
+# A release's day becomes the launch day, so its time must fall in the launch-day window
+# (a release outside it would be accepted with 202, then fail in its run).
+EARLIEST_RELEASE = datetime.combine(LAUNCH_DATE_MIN, time.min, tzinfo=UTC)
+LATEST_RELEASE = datetime.combine(LAUNCH_DATE_MAX, time.max, tzinfo=UTC)
 # GitLab's namespace and project paths: 2 to 21 parts (20 nested groups) of letters, digits,
 # '_', '-' and '.', each starting and ending with a letter, digit or '_', with no '..' and not
 # ending in '.git' or '.atom' (so never '.' or '..'). What tminus.request takes as a project.
