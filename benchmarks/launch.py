@@ -68,7 +68,7 @@ def main() -> None:
             TMINUS_SLACK_WEBHOOK_URL=f"{url}/slack/webhook/sales",
             TMINUS_FEATURES_URL=f"{url}/features",
             TMINUS_FEATURES_COMPARE_URL=f"{url}/features/compare",
-            TMINUS_PAGES_ALLOWED_HOSTS="127.0.0.1",
+            TMINUS_PAGES_ALLOWED_HOSTS=server.url.split("://", 1)[1],
             TMINUS_PAGES_ALLOW_PRIVATE="true",
         )
         sandbox.slack.rate_limit = None
