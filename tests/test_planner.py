@@ -6,6 +6,8 @@ import itertools
 from datetime import date, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tminus.errors import LaunchFileError
 from tminus.plan import REF_PATTERN, IssueRole
@@ -216,3 +218,93 @@ def test_fit_to_tier_drops_options_the_new_tier_does_not_take(
     plan_launch(as_l1, playbook, TODAY)  # plannable now
     same, none = fit_to_tier(l2, playbook)
     assert same == l2 and none == []
+
+
+# --- bounds: a plan is always deliverable, or fails before anything is written -------------
+
+
+def _playbook_with(description: str = "", title: str | None = None) -> Playbook:
+    import yaml
+
+    from tminus.playbook import default_playbook_path, parse_playbook
+
+    data = yaml.safe_load(default_playbook_path().read_text())
+    if description:
+        data["activities"][0]["description"] = description
+    if title:
+        data["activities"][0]["title"] = title
+    return parse_playbook(data, "acme.yaml")
+
+
+def test_a_template_that_fails_for_this_launch_names_the_entry(l1: LaunchRequest) -> None:
+    from tminus.errors import PlaybookError
+
+    # The sample launches have one feature, so the trial render passes; l1 has two.
+    playbook = _playbook_with(description="{{ 100 // (launch.features|length - 2) }}")
+    with pytest.raises(PlaybookError) as err:
+        plan_launch(l1, playbook, TODAY)
+    assert str(err.value).startswith("acme.yaml is not valid")
+    (problem,) = err.value.problems
+    assert problem.startswith("activities[0] (blog-post).description: template error: ")
+    assert "ZeroDivisionError" in problem
+
+
+def test_a_title_too_long_for_this_launch_names_the_entry(l1: LaunchRequest) -> None:
+    from tminus.errors import PlaybookError
+
+    playbook = _playbook_with(title="{{ 'x' * 250 if launch.features|length > 1 else 'Blog' }}")
+    with pytest.raises(PlaybookError) as err:
+        plan_launch(l1, playbook, TODAY)
+    (problem,) = err.value.problems
+    assert problem.startswith("activities[0] (blog-post).title: makes an issue title of 269")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    day=st.dates(),
+    title=st.integers(3, 120),
+    features=st.integers(1, 20),
+    name=st.integers(2, 110),
+)
+def test_any_launch_file_plans_deliverably_or_is_refused(
+    day: date, title: int, features: int, name: int
+) -> None:
+    from tminus.errors import LaunchFileError
+    from tminus.playbook import load_playbook
+    from tminus.request import parse_launch_request
+
+    data = {
+        "slug": "s" * 48,
+        "title": "T" * title,
+        "tier": "L1",
+        "launch_date": day.isoformat(),
+        "owner": "o" * 255,
+        "project": "/".join(["g" * 255] * 4),
+        "features": [
+            {
+                "name": f"{i:03d}" + "n" * name,
+                "summary": "s" * 280,
+                "docs_urls": [f"https://docs.example.com/{i}/{j}/" + "p" * 2000 for j in range(5)],
+                "features_page_title": "f" * 120,
+                "selling_points": ["p" * 280] * 8,
+                "limitations": ["l" * 280] * 8,
+            }
+            for i in range(features)
+        ],
+        "labels": ["l" * 250 + str(i) for i in range(20)],
+    }
+    try:
+        request = parse_launch_request(data)
+    except LaunchFileError as exc:
+        assert [p.split(":")[0] for p in exc.problems] == ["launch_date"]
+        assert not date(2000, 1, 1) <= day <= date(2100, 12, 31)
+        return
+    plan = plan_launch(request, load_playbook(), TODAY)
+    specs = [plan.tracking, *plan.issues]
+    assert all(len(s.title) <= 255 for s in specs)
+    assert all(len(c.title) <= 255 for c in plan.calendar)
+    assert all(len(s.description) <= 1_048_576 for s in specs)
+    assert all(len(label) <= 255 for s in specs for label in s.labels)
+    for spec_day in [s.due_date for s in specs] + [c.day for c in plan.calendar]:
+        assert spec_day is not None
+        spec_day + timedelta(days=1)  # Calendar's all-day end date exists

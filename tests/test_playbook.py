@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,133 @@ def test_edited_playbook_is_reloaded(tmp_path: Path) -> None:
 
     os.utime(path, ns=(1, 10**18))
     assert load_playbook(path).name == "edited"
+
+
+# --- hostile playbooks: refused within seconds, naming the file, the entry and the reason ---
+
+
+@pytest.mark.parametrize(
+    "template,reason",
+    [
+        ("{{ 1 // 0 }}", "division or modulo by zero"),
+        ("{{ launch.title + 1 }}", "TypeError"),
+        ("{{ 'x' * 10**9 }}", "longer than 65536 characters"),
+        ("{{ 'x'.ljust(10**9) }}", "width 1000000000 is over 65536"),
+        ("{{ 'x'|center(10**9) }}", "center width"),
+        ("{{ '{:>999999999}'.format(1) }}", "format width"),
+        ("{{ '%999999999s' % 'x' }}", "formatting with %"),
+        ("{{ 9 ** 999999 }}", "a power larger than"),
+        ("{{ range(100000)|join(',') }}", "joining more than 65536 items"),
+        ("{% set s = 'a' * 60000 %}{{ s.replace('', s) }}", "replace() would be longer"),
+        (
+            "{% macro f(s, n) %}{{ f(s ~ s, n - 1) if n else s }}{% endmacro %}{{ f('ab', 40) }}",
+            "joining with ~",
+        ),
+        (
+            "{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
+            "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
+            "adding would be longer",
+        ),
+        (
+            "{% set x %}{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}{% endset %}",
+            "writes more than",
+        ),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "took longer than 1 s",
+        ),
+        ("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", "more than 65536"),
+        ("{{ launch.model_dump_json(indent=100000) }}", "unsafe"),
+        ("{{ lipsum(100000) }}", "'lipsum' is undefined"),
+        ("{% set l = [] %}{{ l.append(1) }}", "unsafe"),
+        ("{{" + "(" * 5000 + "1" + ")" * 5000 + "}}", "nests too deeply"),
+    ],
+)
+def test_template_abuse_fails_when_the_playbook_loads(
+    tmp_path: Path, template: str, reason: str
+) -> None:
+    data = default_data()
+    data["activities"][0]["description"] = template
+    path = write(tmp_path, data)
+    started = time.monotonic()
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path)
+    assert time.monotonic() - started < 5
+    assert str(err.value).startswith(f"{path} is not valid")
+    problem = err.value.problems[0]
+    assert problem.startswith("activities[0] (blog-post).description: template error: "), problem
+    assert reason in problem
+    assert len(problem) < 500
+
+
+def test_one_slow_template_does_not_blame_the_others(tmp_path: Path) -> None:
+    data = default_data()
+    slow = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    for act in data["activities"]:
+        act["description"] = slow
+    started = time.monotonic()
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(write(tmp_path, data))
+    assert time.monotonic() - started < 6  # one shared limit, not one per template
+    assert err.value.problems[0].startswith("activities[0] (blog-post).description")
+    assert "not checked: out of time" in err.value.problems[-1]
+
+
+def test_a_playbook_yaml_bomb_is_refused(tmp_path: Path) -> None:
+    from .test_request import billion_laughs
+
+    path = tmp_path / "playbook.yaml"
+    path.write_text(billion_laughs())
+    with pytest.raises(PlaybookError, match="more than 20000 values"):
+        load_playbook(path)
+
+
+def test_a_playbook_in_another_encoding_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "playbook.yaml"
+    path.write_bytes(default_playbook_path().read_bytes() + "\n# Café\n".encode("latin-1"))
+    with pytest.raises(PlaybookError, match=r"byte 0xe9 is not UTF-8 text; save the file as UTF-8"):
+        load_playbook(path)
+
+
+def test_titles_gitlab_cannot_hold_are_refused(tmp_path: Path) -> None:
+    data = default_data()
+    # Fits the plain sample, not a launch whose title is as long as a launch file allows.
+    data["activities"][0]["title"] = "Blog post " + "x" * 140
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(write(tmp_path, data))
+    (problem,) = err.value.problems
+    assert problem.startswith("activities[0] (blog-post).title (with a launch whose fields are")
+    assert "GitLab titles hold at most 255" in problem
+
+
+@pytest.mark.parametrize(
+    "mutate,expected",
+    [
+        (lambda d: d["activities"][0].update(lead_time_days=366), "lead_time_days: got 366"),
+        (lambda d: d["activities"][0].update(lead_time_days=-61), "lead_time_days: got -61"),
+        (lambda d: d["sister_issue"].update(lead_time_days=10**6), "sister_issue.lead_time_days"),
+        (lambda d: d["activities"][0].update(labels=["a,b"]), "activities[0].labels[0]"),
+        (lambda d: d.update(labels=["x" * 256]), "labels[0]"),
+        (lambda d: d["activities"][0].update(description="x" * 20_001), "description"),
+        (lambda d: d.update(activities=d["activities"] * 6), "activities: got"),
+        (lambda d: d.update(name="two\nlines"), "name: got"),
+    ],
+)
+def test_playbook_values_are_bounded(tmp_path: Path, mutate, expected: str) -> None:
+    data = default_data()
+    mutate(data)
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(write(tmp_path, data))
+    assert any(expected in p for p in err.value.problems), err.value.problems
+
+
+def test_ordinary_template_features_still_work(tmp_path: Path) -> None:
+    from tminus.playbook import render
+
+    context = {"items": ["a", "b"], "n": 3, "day": date(2027, 3, 16)}
+    template = (
+        "{% for i in items %}{{ loop.index }}/{{ loop.length }} {{ i|upper }};{% endfor %}"
+        " {{ items|join(', ') }} {{ '%03d'|format(n) }} {{ '{:%Y}'.format(day) }}"
+        " {{ 'ab' * n }} {{ 'x'|center(5) }}|{{ items|map('upper')|join }}"
+    )
+    assert render(template, context) == "1/2 A;2/2 B; a, b 003 2027 ababab   x  |AB"

@@ -33,14 +33,16 @@ def _today(settings: Settings, given: str | None) -> date:
 
 
 def _load(path: str, settings: Settings) -> tuple[Any, Any]:
-    """Validate the launch file against the schema and the playbook: no side effects."""
-    from tminus.planner import check_request
+    """Validate the launch file against the schema and the playbook, and plan it once (pure,
+    so a template that fails for this launch fails here): no side effects."""
+    from tminus.planner import check_request, plan_launch
     from tminus.playbook import load_playbook
     from tminus.request import load_launch_file
 
     request = load_launch_file(path)
     playbook = load_playbook(settings.playbook)
     check_request(request, playbook, source=path)
+    plan_launch(request, playbook, _today(settings, None))
     return request, playbook
 
 
@@ -424,14 +426,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say_error(text: str) -> None:
+    """Print to stderr whatever the input held: characters the terminal cannot show are
+    escaped rather than failing the print."""
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    print(text.encode(encoding, "backslashreplace").decode(encoding), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
         return int(args.func(args, settings))
     except InputError as exc:
-        print(f"tminus: {exc}", file=sys.stderr)
-        print("Nothing was created or changed.", file=sys.stderr)
+        _say_error(f"tminus: {exc}\nNothing was created or changed.")
         return EXIT_BAD_INPUT
     except IntegrationError as exc:
         print(f"tminus: {exc}", file=sys.stderr)

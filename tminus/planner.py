@@ -19,7 +19,22 @@ from tminus.plan import (
     ref_placeholder,
     request_marker,
 )
-from tminus.playbook import Activity, Frequency, Kind, Playbook, render, template_context
+from tminus.playbook import (
+    ITEM_MAX,
+    TEXT_MAX,
+    TITLE_MAX,
+    TRACKING_MAX,
+    Activity,
+    Frequency,
+    Kind,
+    Playbook,
+    checklist_markdown,
+    issue_title,
+    render,
+    sister_questions,
+    template_context,
+    time_limit,
+)
 from tminus.request import LaunchRequest
 
 LAUNCH_DAY = "launch-day"
@@ -95,17 +110,29 @@ def assignee_for(role: str, request: LaunchRequest) -> str | None:
     return request.owner if role == "pmm" else None
 
 
-def _checklist(items: list[str]) -> str:
-    return "\n".join(f"- [ ] {item}" for item in items)
-
-
 def plan_launch(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
-    """Plan a launch. ``today`` is passed in so the same inputs always give the same plan."""
+    """Plan a launch. ``today`` is passed in so the same inputs always give the same plan.
+
+    Every template is rendered within one time limit and its own size limit; a template that
+    fails for this launch raises PlaybookError naming the entry, before anything is written.
+    """
     check_request(request, playbook)
+    with time_limit():
+        return _plan(request, playbook, today)
+
+
+def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
     slug = request.slug
     base_ctx = template_context(request, playbook)
     common_labels = [*playbook.labels, request.launch_label, request.tier_label]
     warnings: list[str] = []
+    source = playbook.source
+
+    def text(template: str, ctx: dict[str, object], where: str, limit: int = TEXT_MAX) -> str:
+        return render(template, ctx, where=where, source=source, limit=limit)
+
+    def title_of(template: str, ctx: dict[str, object], where: str) -> str:
+        return issue_title(text(template, ctx, where, TITLE_MAX), where=where, source=source)
 
     def due(lead: int) -> date:
         return request.launch_date - timedelta(days=lead)
@@ -138,25 +165,30 @@ def plan_launch(request: LaunchRequest, playbook: Playbook, today: date) -> Plan
     notification: NotificationSpec | None = None
     checklist_lines: list[str] = []
 
-    for act in playbook.activities:
+    for i, act in enumerate(playbook.activities):
         if not applies(act, request):
             continue
         day = due(act.lead_time_days)
         owner = assignee_for(act.owner_role, request)
         ctx = {**base_ctx, "activity": act, "due": day, "owner": owner or "unassigned"}
-        title = render(act.title, ctx)
+        at = f"activities[{i}] ({act.key})"
+        title = text(act.title, ctx, f"{at}.title", TITLE_MAX)
+        full_title = issue_title(f"{title}: {request.title}", where=f"{at}.title", source=source)
         late = overdue(day, f"{title} ({act.key})")
         who = f"@{owner}" if owner else playbook.roles[act.owner_role]
         if act.kind is Kind.issue:
             key = f"{slug}/activity/{act.key}"
-            body = render(act.description, ctx)
-            items = [render(item, ctx) for item in act.checklist]
-            description = "\n\n".join(p for p in (body, _checklist(items)) if p)
+            body = text(act.description, ctx, f"{at}.description")
+            items = [
+                text(item, ctx, f"{at}.checklist[{j}]", ITEM_MAX)
+                for j, item in enumerate(act.checklist)
+            ]
+            description = "\n\n".join(p for p in (body, checklist_markdown(items)) if p)
             issues.append(
                 IssueSpec(
                     key=key,
                     role=IssueRole.activity,
-                    title=f"{title}: {request.title}",
+                    title=full_title,
                     description=description,
                     labels=labels(["launch-issue::activity"], act.labels),
                     due_date=day,
@@ -171,8 +203,8 @@ def plan_launch(request: LaunchRequest, playbook: Playbook, today: date) -> Plan
                 CalendarSpec(
                     key=f"{slug}/calendar/{act.key}",
                     activity_key=act.key,
-                    title=f"{title}: {request.title}",
-                    description=render(act.description, ctx),
+                    title=full_title,
+                    description=text(act.description, ctx, f"{at}.description"),
                     day=day,
                 )
             )
@@ -201,15 +233,10 @@ def plan_launch(request: LaunchRequest, playbook: Playbook, today: date) -> Plan
 
     sister = playbook.sister_issue
     sister_due = due(sister.lead_time_days)
-    questions = (
-        "### Engineering answers\n\n"
-        + _checklist(sister.engineering_questions)
-        + "\n\n### Product marketing answers\n\n"
-        + _checklist(sister.marketing_questions)
-    )
+    questions = sister_questions(playbook)
     for feature in request.features:
         ctx = {**base_ctx, "feature": feature}
-        title = render(sister.title, ctx)
+        title = title_of(sister.title, ctx, "sister_issue.title")
         key = f"{slug}/sister/{feature.slug}"
         late = overdue(sister_due, f"{title} (sister issue)")
         issues.append(
@@ -217,7 +244,9 @@ def plan_launch(request: LaunchRequest, playbook: Playbook, today: date) -> Plan
                 key=key,
                 role=IssueRole.sister,
                 title=title,
-                description=render(sister.description, {**ctx, "questions": questions}),
+                description=text(
+                    sister.description, {**ctx, "questions": questions}, "sister_issue.description"
+                ),
                 labels=labels(["launch-issue::sister"], sister.labels),
                 due_date=sister_due,
                 assignee=request.owner,
@@ -232,14 +261,19 @@ def plan_launch(request: LaunchRequest, playbook: Playbook, today: date) -> Plan
     tracking_ctx = {
         **base_ctx,
         "features": request.features,
-        "checklist": _checklist(checklist_lines),
-        "release_checklist": _checklist(playbook.release_checklist),
+        "checklist": checklist_markdown(checklist_lines),
+        "release_checklist": checklist_markdown(playbook.release_checklist),
     }
     tracking = IssueSpec(
         key=f"{slug}/tracking",
         role=IssueRole.tracking,
-        title=render(playbook.tracking_issue.title, tracking_ctx),
-        description=render(playbook.tracking_issue.description, tracking_ctx)
+        title=title_of(playbook.tracking_issue.title, tracking_ctx, "tracking_issue.title"),
+        description=text(
+            playbook.tracking_issue.description,
+            tracking_ctx,
+            "tracking_issue.description",
+            TRACKING_MAX,
+        )
         + "\n\n"
         + request_marker(request),
         labels=labels(["launch-issue::tracking"]),
