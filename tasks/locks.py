@@ -9,9 +9,14 @@ A run that dies holding the lock (``kill -9``, a lost machine) must not block it
 minutes. Prefect frees a slot only when its lease expires (60 s at the least, plus the
 repossessor's loop), so the holder also beats: every ``BEAT_SECONDS`` a background thread
 renews the lease and writes the time to a Prefect Variable naming the holder's flow run and
-lease. A run waiting for the lock that sees no beat for ``STALE_SECONDS`` releases that lease
-itself (by its id: releasing twice is harmless), marks the dead holder's run Crashed, and takes
-the lock. A re-run after a crash therefore starts within ~``STALE_SECONDS``.
+lease. A run waiting for the lock that sees no new beat for ``STALE_SECONDS`` releases that
+lease itself (by its id), marks the dead holder's run Crashed, and takes the lock. A re-run
+after a crash therefore starts within ~``STALE_SECONDS``.
+
+Staleness is judged on the waiter's own clock (the beat unchanged for ``STALE_SECONDS`` over
+several reads), never by comparing clocks of two machines; takeovers are serialised; and a
+holder that cannot beat for ``HOLDER_GIVES_UP`` seconds, or whose lease was taken, marks its
+lock lost and stops before its next write (``LaunchLock.check``).
 """
 
 from __future__ import annotations
@@ -33,16 +38,28 @@ from prefect.runtime import flow_run
 from prefect.states import Crashed
 from prefect.variables import Variable
 
+from tminus.errors import TminusError
+
 LOCK_WAIT_SECONDS = 1800.0
 LEASE_SECONDS = 60.0  # Prefect's shortest lease; renewed at every beat
-BEAT_SECONDS = 1.5
-STALE_SECONDS = 6.0  # four missed beats: the holder is gone
+BEAT_SECONDS = 1.0
+# A holder whose beat a waiter has seen unchanged this long, on the waiter's own clock and over
+# at least MIN_LOOKS reads, is gone. The holder stops itself before that: a beat that has not
+# succeeded for HOLDER_GIVES_UP seconds, or a lease Prefect no longer knows, marks it lost.
+STALE_SECONDS = 6.0
+MIN_LOOKS = 6
+HOLDER_GIVES_UP = 3.5
 POLL_SECONDS = 0.5
 log = logging.getLogger("tminus.locks")
 
 
 class LockTimeout(TimeoutError):
     """The launch stayed locked by a live run for the whole wait."""
+
+
+class LockLost(TminusError):
+    """This run could not keep its launch lock (Prefect unreachable, or another run took it
+    over): it stops before writing anything more."""
 
 
 def lock_name(slug: str) -> str:
@@ -74,74 +91,149 @@ def _try_acquire(client: Any, name: str, holder: ConcurrencyLeaseHolder | None) 
     return UUID(response.json()["lease_id"])
 
 
-def _take_over_if_dead(client: Any, variable: str) -> bool:
-    """Free the lock of a holder that stopped beating; True when it did."""
-    record = Variable.get(variable, default=None)
-    if not isinstance(record, dict) or not record.get("lease"):
-        return False
-    if time.time() - float(record.get("beat", 0)) < STALE_SECONDS:
-        return False
-    client.release_concurrency_slots_with_lease(UUID(record["lease"]))
-    log.warning("The run holding the launch lock stopped (no beat for %.0fs)", STALE_SECONDS)
-    run_id = record.get("run")
-    if run_id:
-        with suppress(ObjectNotFound, ValueError):
-            run = client.read_flow_run(UUID(run_id))
-            if run.state is not None and not run.state.is_final():
-                client.set_flow_run_state(
-                    run.id,
-                    Crashed(
-                        message="Its process stopped while holding the launch lock; a later "
-                        "run of the launch took over."
-                    ),
-                    force=True,
-                )
-    return True
+class _Watch:
+    """What a waiter has seen of the holder's beat, on its own monotonic clock (the holder's
+    clock may disagree with this machine's)."""
+
+    def __init__(self) -> None:
+        self.seen: Any = None
+        self.since = time.monotonic()
+        self.looks = 0
+
+    def dead(self, record: Any) -> bool:
+        if record != self.seen:
+            self.seen, self.since, self.looks = record, time.monotonic(), 0
+            return False
+        self.looks += 1
+        return (
+            isinstance(record, dict)
+            and bool(record.get("lease"))
+            and self.looks >= MIN_LOOKS
+            and time.monotonic() - self.since >= STALE_SECONDS
+        )
+
+
+def _take_over(
+    client: Any, slug: str, stale: dict[str, Any], holder: ConcurrencyLeaseHolder | None
+) -> UUID | None:
+    """Release a dead holder's lease and take the lock; None when another waiter is doing it or
+    did it. Takeovers of one launch are serialised (a second limit), so two waiters can never
+    both release the same dead lease and both get the lock."""
+    takeover = f"{lock_name(slug)}-takeover"
+    _ensure_limit(client, takeover)
+    guard = _try_acquire(client, takeover, holder)
+    if guard is None:
+        return None
+    try:
+        if Variable.get(holder_variable(slug), default=None) != stale:
+            return None  # the lock changed hands meanwhile
+        client.release_concurrency_slots_with_lease(UUID(stale["lease"]))
+        lease = _try_acquire(client, lock_name(slug), holder)
+        if lease is None:
+            return None
+        log.warning("The run holding launch %s stopped beating; took its lock over", slug)
+        _record(slug, lease, holder and str(holder.id))
+        _crash(client, stale.get("run"))
+        return lease
+    finally:
+        client.release_concurrency_slots_with_lease(guard)
+
+
+def _crash(client: Any, run_id: str | None) -> None:
+    if not run_id:
+        return
+    with suppress(ObjectNotFound, ValueError):
+        run = client.read_flow_run(UUID(run_id))
+        if run.state is not None and not run.state.is_final() and not run.state.is_paused():
+            client.set_flow_run_state(
+                run.id,
+                Crashed(
+                    message="It stopped beating while holding the launch lock (its process "
+                    "died, or lost Prefect); a later run of the launch took over."
+                ),
+                force=True,
+            )
+
+
+def _record(slug: str, lease: UUID, run_id: str | None) -> None:
+    Variable.set(
+        holder_variable(slug),
+        {"run": run_id or "", "lease": str(lease), "beat": time.time()},
+        overwrite=True,
+    )
+
+
+class LaunchLock:
+    """A held launch lock. ``check()`` raises ``LockLost`` once the lock cannot be trusted."""
+
+    def __init__(self, slug: str, lease: UUID, run_id: str | None) -> None:
+        # The run's id is read here: the beat thread does not see the flow run's context.
+        self.slug, self.lease, self.run_id = slug, lease, run_id
+        self.lost: str | None = None
+        self.last_beat = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lock-{slug}", daemon=True)
+
+    def check(self) -> None:
+        """Raise ``LockLost`` when the lock cannot be trusted any more (call before writing)."""
+        if not self.lost and time.monotonic() - self.last_beat > HOLDER_GIVES_UP:
+            self.lost = f"the launch lock could not be renewed for {HOLDER_GIVES_UP:g}s"
+        if self.lost:
+            raise LockLost(f"launch {self.slug}: {self.lost}; run the launch again")
+
+    def _beat(self) -> None:
+        with get_client(sync_client=True) as client:
+            while not self._stop.wait(BEAT_SECONDS):
+                try:
+                    client.renew_concurrency_lease(self.lease, LEASE_SECONDS)
+                    _record(self.slug, self.lease, self.run_id)
+                    self.last_beat = time.monotonic()
+                except httpx.HTTPStatusError as exc:
+                    if exc.response.status_code in (404, 410):
+                        self.lost = "another run took the launch lock over"
+                        return
+                    log.warning("Could not renew the launch lock: %s", exc)
+                except Exception as exc:
+                    log.warning("Could not renew the launch lock: %s", exc)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=BEAT_SECONDS * 4)
 
 
 @contextmanager
-def launch_lock(slug: str, timeout: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+def launch_lock(slug: str, timeout: float = LOCK_WAIT_SECONDS) -> Iterator[LaunchLock]:
     """Hold the launch's lock; a second run of the same launch waits here."""
     name, variable = lock_name(slug), holder_variable(slug)
     run_id = flow_run.id
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(run_id)) if run_id else None
     deadline = time.monotonic() + timeout
+    watch = _Watch()
     with get_client(sync_client=True) as client:
         _ensure_limit(client, name)
         while (lease := _try_acquire(client, name, holder)) is None:
-            if _take_over_if_dead(client, variable):
-                continue
+            record = Variable.get(variable, default=None)
+            if (
+                isinstance(record, dict)
+                and watch.dead(record)
+                and (lease := _take_over(client, slug, record, holder))
+            ):
+                break
             if time.monotonic() > deadline:
                 raise LockTimeout(f"launch {slug} stayed locked by another run for {timeout:.0f}s")
             time.sleep(POLL_SECONDS)
-
-    def beat() -> None:
-        Variable.set(
-            variable,
-            {"run": run_id or "", "lease": str(lease), "beat": time.time()},
-            overwrite=True,
-        )
-
-    stop = threading.Event()
-
-    def beating() -> None:
-        with get_client(sync_client=True) as client:
-            while not stop.wait(BEAT_SECONDS):
-                try:
-                    client.renew_concurrency_lease(lease, LEASE_SECONDS)
-                    beat()
-                except Exception as exc:  # keep beating: one failed beat is not a lost lock
-                    log.warning("Could not renew the launch lock: %s", exc)
-
-    beat()
-    thread = threading.Thread(target=beating, name=f"lock-{slug}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        with get_client(sync_client=True) as client:
-            client.release_concurrency_slots_with_lease(lease)
-        with suppress(Exception):  # a stale record names a released lease: harmless
-            Variable.set(variable, {}, overwrite=True)
+        lock = LaunchLock(slug, lease, run_id)
+        try:
+            _record(slug, lease, run_id)
+            lock.start()
+            yield lock
+        finally:
+            lock.stop()
+            try:
+                client.release_concurrency_slots_with_lease(lease)
+                Variable.set(variable, {}, overwrite=True)
+            except Exception as exc:  # the lease expires by itself; a waiter takes over
+                log.warning("Could not release the launch lock of %s: %s", slug, exc)

@@ -13,7 +13,16 @@ from prefect.client.schemas.objects import StateType
 from prefect.states import Running
 from prefect.variables import Variable
 
-from tasks.locks import LEASE_SECONDS, LockTimeout, holder_variable, launch_lock, lock_name
+from tasks.locks import (
+    HOLDER_GIVES_UP,
+    LEASE_SECONDS,
+    STALE_SECONDS,
+    LockLost,
+    LockTimeout,
+    holder_variable,
+    launch_lock,
+    lock_name,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -66,8 +75,50 @@ def test_a_holder_that_died_is_taken_over_within_seconds() -> None:
     started = time.monotonic()
     with launch_lock(slug, timeout=60):
         waited = time.monotonic() - started
-    assert waited < 10
+    assert waited < 10  # STALE_SECONDS of unchanged beats, on this machine's clock
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(UUID(str(dead.id))).state
     assert state is not None and state.type == StateType.CRASHED
     assert "holding the launch lock" in (state.message or "")
+
+
+def test_a_holder_that_cannot_beat_stops_itself() -> None:
+    """Before a waiter may take over, a holder that could not renew stops writing."""
+    with launch_lock("lost-holder", timeout=5) as lock:
+        lock.check()  # fresh: fine
+        lock.stop()  # as if Prefect stopped answering the beats
+        lock.last_beat -= HOLDER_GIVES_UP + 0.1
+        with pytest.raises(LockLost, match="could not be renewed"):
+            lock.check()
+    assert HOLDER_GIVES_UP < STALE_SECONDS  # it stops before anyone may take over
+
+
+def test_two_waiters_never_both_take_over() -> None:
+    """A dead holder and two runs waiting: exactly one of them gets the lock at a time."""
+    slug = "two-waiters"
+    with launch_lock(slug, timeout=5):
+        pass
+    with get_client(sync_client=True) as client:
+        lease = client.increment_concurrency_slots_with_lease(
+            [lock_name(slug)], 1, "concurrency", LEASE_SECONDS
+        ).json()["lease_id"]
+    Variable.set(
+        holder_variable(slug), {"run": "", "lease": lease, "beat": time.time()}, overwrite=True
+    )
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    def waiter() -> None:
+        with launch_lock(slug, timeout=60):
+            inside.append(1)
+            if len(inside) > 1:
+                overlaps.append(1)
+            time.sleep(1.5)
+            inside.pop()
+
+    threads = [threading.Thread(target=waiter) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert overlaps == []
