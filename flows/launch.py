@@ -8,6 +8,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
+from uuid import uuid4
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, pause_flow_run, suspend_flow_run
@@ -211,7 +212,7 @@ def send_to_sales(
     assert notifier is not None
     state, iid = pending.state, pending.tracking_iid
     settled = state.note.settled()
-    intent = intent_note(settled, sent_record(plan.request))
+    intent = intent_note(settled, sent_record(plan.request), uuid4().hex[:8])
     note_id = write_sales_note(tracker, plan, iid, state.note_id, intent)
     try:
         post_sales_message(notifier, pending.payload)
@@ -221,7 +222,15 @@ def send_to_sales(
         # Surely not posted (refused, or unreachable after every attempt): forget the intent.
         write_sales_note(tracker, plan, iid, note_id, settled)
         return sales_result(plan, Outcome.failed, f"not sent: {exc}")
-    write_sales_note(tracker, plan, iid, note_id, sent_note(intent, now_stamp()))
+    try:
+        write_sales_note(tracker, plan, iid, note_id, sent_note(intent, now_stamp()))
+    except TminusError as exc:
+        return sales_result(
+            plan,
+            Outcome.failed,
+            f"{pending.what} sent, but recording it on the tracking issue failed ({exc}): its "
+            "sales note still says the message is in flight; tick 'It arrived' there",
+        )
     return sales_result(plan, outcome_for(state.decision), f"{pending.what} sent")
 
 
@@ -252,7 +261,7 @@ def approve_and_send(
     if not answer.approve:
         logger.info("Sales %s declined: %s", pending.what, answer.comment or "no comment")
         return sales_result(plan, Outcome.skipped, f"declined by the PMM: {answer.comment}")
-    with launch_lock(plan.request.slug):
+    with launch_lock(plan.request.slug) as lock:
         now = sales_decision(tracker, plan, pending.tracking_iid)
         if now.decision != pending.state.decision or now.note != pending.state.note:
             return sales_result(
@@ -262,6 +271,7 @@ def approve_and_send(
             )
         if tracker_has_label(tracker, plan, pending.tracking_iid, CANCELLED_LABEL):
             return sales_result(plan, Outcome.skipped, "the launch was cancelled meanwhile")
+        lock.check()
         return send_to_sales(tracker, settings, plan, replace(pending, state=now))
 
 
@@ -282,6 +292,10 @@ def _settled_list(
         return [
             ActionResult(key=key, kind=kind, title=title, outcome=Outcome.failed, detail=str(exc))
         ]
+
+
+def _no_guard() -> None:
+    """A dry run holds no lock and writes nothing: nothing to check."""
 
 
 def publish(plan: Plan, results: list[ActionResult], dry_run: bool) -> None:
@@ -324,8 +338,10 @@ def launch(request: LaunchRequest, dry_run: bool = False) -> dict[str, Any]:
     slug = request.slug
     tracker = build_tracker(settings)
     pending: PendingMessage | None = None
-    with nullcontext() if dry_run else launch_lock(slug):
+    with nullcontext() if dry_run else launch_lock(slug) as lock:
+        guard = lock.check if lock else _no_guard
         user_ids = check_gitlab(tracker, plan)
+        guard()
         calendar = sync_calendar.submit(
             build_calendar(settings), settings.calendar_id, plan, dry_run
         )
@@ -342,6 +358,7 @@ def launch(request: LaunchRequest, dry_run: bool = False) -> dict[str, Any]:
                 elif plan.notification.needs_approval:
                     pending = prepared  # approved below, without holding the lock
                 else:
+                    guard()
                     results.append(send_to_sales(tracker, settings, plan, prepared))
             except Exception as exc:
                 results.append(sales_result(plan, Outcome.failed, str(exc)))

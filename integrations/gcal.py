@@ -300,8 +300,9 @@ class CalendarAdapter:
     ) -> list[ActionResult]:
         """Create missing events, patch drifted ones, cancel those no longer planned.
 
-        Listing the launch's events must work (its errors are raised, for task retries);
-        after that one failed event is a ``failed`` result and does not stop the others.
+        Listing the launch's events must work (its errors are raised: nothing acts on a
+        partial view); after that, one failed event is a ``failed`` result and does not stop
+        the others.
         """
         existing = self.find_events(calendar_id, launch_slug)
         results: list[ActionResult] = []
@@ -348,8 +349,8 @@ class CalendarAdapter:
             if dry_run:
                 return result
             body = new_event(spec, launch_slug)
-            # A retry of an insert (execute's own, on a 5xx or a dropped connection, or a
-            # task retry) may follow an insert that happened but whose answer was lost. The
+            # A retry of an insert (the retry policy's, on a 5xx or a dropped connection, or
+            # a re-run) may follow an insert that happened but whose answer was lost. The
             # id is derived from the key, so the repeat answers 409 duplicate instead of
             # creating a second event: inserting twice can never duplicate.
             created = self._execute_insert(calendar_id, body, resource)

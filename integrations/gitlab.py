@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import gitlab
 import gitlab.exceptions
 import requests
+import urllib3.exceptions
 
 from integrations.retry import RetryPolicy, retry_policy
 from tminus.errors import PermanentError, TransientError
@@ -89,20 +90,24 @@ def translate(resource: str) -> Iterator[None]:
                 sent=code != 429,  # a 429 was refused before anything was done
             ) from exc
         raise PermanentError(SYSTEM, message, status=code, resource=resource) from exc
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        # Only a refused or timed-out *connection* surely sent nothing.
-        not_sent = isinstance(exc, requests.ConnectTimeout) or (
-            isinstance(exc, requests.ConnectionError)
-            and not isinstance(exc, requests.exceptions.ChunkedEncodingError)
-            and "RemoteDisconnected" not in str(exc)
-            and "Connection aborted" not in str(exc)
-        )
+    except requests.RequestException as exc:
         raise TransientError(
             SYSTEM,
             f"cannot reach GitLab ({type(exc).__name__})",
             resource=resource,
-            sent=not not_sent,
+            sent=not _surely_not_sent(exc),
         ) from None
+
+
+def _surely_not_sent(exc: requests.RequestException) -> bool:
+    """Only a connection that never opened surely sent nothing; a reset, a TLS error or a read
+    timeout may come after GitLab acted on the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(
+        reason, urllib3.exceptions.NewConnectionError
+    )
 
 
 def _state(attrs: dict[str, Any], key: str | None) -> IssueState:
@@ -350,15 +355,18 @@ class GitLabTracker:
             recover=find,
         )
 
-    def find_note(self, project: str, iid: int, text: str) -> tuple[int, str] | None:
-        """The oldest note whose body contains ``text``, as (note id, body)."""
+    def find_note(
+        self, project: str, iid: int, text: str, after: int | None = None
+    ) -> tuple[int, str] | None:
+        """The oldest note whose body contains ``text`` (and, with ``after``, whose id is
+        greater), as (note id, body)."""
         issue = self._project(project).issues.get(iid, lazy=True)
         notes = self._call(
             f"notes of {project}#{iid}",
             lambda: list(issue.notes.list(iterator=True, per_page=100, sort="asc")),
         )
         for note in notes:
-            if text in (note.body or ""):
+            if text in (note.body or "") and (after is None or int(note.id) > after):
                 return int(note.id), str(note.body)
         return None
 

@@ -214,7 +214,7 @@ class PageChecker:
 
     A page answering 429 or 5xx, or refusing the connection, is tried again ``retries`` times
     (after ``Retry-After`` or ``retry_delay``, at most 5 s): a failed check is a result, not an
-    exception, so task retries would never see it. Timeouts are not retried.
+    exception, and these are the only retries of a page check. Timeouts are not retried.
 
     ``resolver`` is for tests that need names (``docs.test``) without a DNS server; it must
     behave like ``getaddrinfo``: return addresses, raise ``OSError`` when there are none.

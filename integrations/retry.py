@@ -38,7 +38,7 @@ class RetryPolicy:
     # 8 attempts: at 30% failing answers one call still fails only once in ~15,000.
     attempts: int = 8
     backoff: float = 0.5  # first wait; doubles each attempt
-    max_wait: float = 8.0  # longest single wait, Retry-After included
+    max_wait: float = 8.0  # longest backoff wait (a longer Retry-After is honoured)
     # No attempt starts after this many seconds of one call: with a 5 s connect timeout and a
     # 15 s read timeout, a call to a service that is down fails within ~60 s.
     deadline: float = 40.0
@@ -47,12 +47,14 @@ class RetryPolicy:
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def wait_before(self, attempt: int, error: TransientError) -> float:
-        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
-        wait = self.backoff * 2 ** (attempt - 1)
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1): the
+        backoff (at most ``max_wait``), or the wait the system asked for if that is longer
+        (a call that would outlive its deadline gives up instead)."""
+        wait = min(self.backoff * 2 ** (attempt - 1), self.max_wait)
+        wait += random.uniform(0, wait * self.jitter)
         if error.retry_after is not None:
             wait = max(wait, error.retry_after)
-        wait = min(wait, self.max_wait)
-        return wait + random.uniform(0, wait * self.jitter)
+        return wait
 
     def call(
         self,
@@ -73,6 +75,8 @@ class RetryPolicy:
         while True:
             try:
                 return fn()
+            except MaybeSentError:
+                raise  # a doubt is for a person, never for another attempt
             except TransientError as exc:
                 error = exc
             lost = error.sent and not idempotent
@@ -87,12 +91,17 @@ class RetryPolicy:
             wait = self.wait_before(attempt, error)
             elapsed = self.clock() - start
             if attempt >= self.attempts or elapsed + wait > self.deadline:
-                if attempt == 1:
+                asked = (
+                    f" (asked to wait {error.retry_after:g}s)"
+                    if error.retry_after is not None and elapsed + wait > self.deadline
+                    else ""
+                )
+                if attempt == 1 and not asked:
                     raise error
                 raise TransientError(
                     error.system,
                     f"{error.message}; gave up after {attempt} attempt"
-                    f"{'s' if attempt > 1 else ''} in {elapsed:.0f}s",
+                    f"{'s' if attempt > 1 else ''} in {elapsed:.0f}s{asked}",
                     status=error.status,
                     resource=error.resource,
                     retry_after=error.retry_after,

@@ -193,10 +193,25 @@ _BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
 _STRIKE = re.compile(r"(?<![\w~])~([^~\n]+)~(?![\w~])")
 
 
+def _inert(text: str) -> str:
+    """Text people wrote, with Markdown's link and image syntax escaped: ``[x](y)`` in a
+    launch file is shown as typed (as Slack shows it), never as a link or an image."""
+    return text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+
+
 def mrkdwn_to_markdown(text: str) -> str:
     """Slack mrkdwn as Markdown: ``*bold*``, ``~strike~`` and ``<url|label>`` links. Entities
-    (``&lt;`` ...) stay escaped, so text people wrote cannot turn into HTML."""
-    text = _LINK.sub(lambda m: f"[{m.group(2)}]({m.group(1)})", text)
+    (``&lt;`` ...) stay escaped, so text people wrote cannot turn into HTML, and brackets are
+    escaped, so it cannot turn into a link either: only tminus's own links are links."""
+    parts = []
+    for i, piece in enumerate(_LINK.split(text)):
+        if i % 3 == 0:
+            parts.append(_inert(piece))
+        elif i % 3 == 1:
+            url = piece.replace("(", "%28").replace(")", "%29")
+        else:
+            parts.append(f"[{_inert(piece)}]({url})")
+    text = "".join(parts)
     text = _BOLD.sub(r"**\1**", text)
     text = _STRIKE.sub(r"~~\1~~", text)
     return text.replace("\n", "  \n")
@@ -209,7 +224,7 @@ def as_markdown(payload: dict[str, Any]) -> str:
     for block in payload.get("blocks") or []:
         kind = block.get("type")
         if kind == "header":
-            plain = str(block["text"]["text"]).replace("<", "&lt;").replace(">", "&gt;")
+            plain = _inert(str(block["text"]["text"]).replace("<", "&lt;").replace(">", "&gt;"))
             out.append(f"### {plain}")
         elif kind == "section":
             parts = [mrkdwn_to_markdown(str(block["text"]["text"]))]

@@ -1,4 +1,5 @@
-"""Prefect tasks around the issue tracker: retries, run names, no caching, no business rules.
+"""Prefect tasks around the issue tracker: run names, no caching, no business rules (each
+GitLab call has its retries in the adapter: ``integrations.retry``).
 
 Nothing here is cached by Prefect on purpose: idempotency comes from looking each issue up in
 GitLab by its key, so an issue someone deleted or edited is noticed on the next run.

@@ -24,9 +24,11 @@ from tminus.sales import (
     NOTE_MARKER,
     Decision,
     SalesNote,
+    answered,
     decide,
     read_note,
     render_note,
+    reply,
     sent_record,
 )
 
@@ -54,8 +56,17 @@ def now_stamp() -> str:
 @task(name="sales-decision", cache_policy=NO_CACHE)
 def sales_decision(tracker: IssueTracker, plan: Plan, tracking_iid: int) -> SalesState:
     """Read the sales note from GitLab and decide: announce, correct, nothing, or unknown."""
-    found = tracker.find_note(plan.request.project, tracking_iid, NOTE_MARKER)
+    project = plan.request.project
+    found = tracker.find_note(project, tracking_iid, NOTE_MARKER)
     note = read_note(found[1] if found else None)
+    if found and note.pending is not None and not (note.arrived or note.resend):
+        # A reply on the issue (after the sales note) names this attempt and the answer.
+        def replied(answer: Literal["arrived", "resend"]) -> bool:
+            assert found is not None and note.pending is not None
+            wanted = reply(note.pending, answer)
+            return tracker.find_note(project, tracking_iid, wanted, after=found[0]) is not None
+
+        note = answered(note, arrived=replied("arrived"), resend=replied("resend"))
     return SalesState(
         decision=decide(note, sent_record(plan.request)),
         note_id=found[0] if found else None,

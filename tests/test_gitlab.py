@@ -13,7 +13,7 @@ import pytest
 
 from integrations.gitlab import GitLabTracker, build_tracker, gitlab_client
 from integrations.retry import RetryPolicy
-from sandbox.app import ThreadedServer, create_sandbox
+from sandbox.app import ThreadedServer, create_sandbox, free_port
 from tminus.errors import PermanentError, TransientError
 from tminus.reconcile import IssueWrite, compose_description
 from tminus.settings import Settings, load_settings
@@ -171,7 +171,6 @@ def test_create_gives_up_as_transient(sandbox: SandboxClient) -> None:
 
 
 def test_connection_refused_is_transient() -> None:
-    from sandbox.app import free_port
 
     tracker = GitLabTracker(
         gitlab_client(f"http://127.0.0.1:{free_port()}", "t", timeout=1),
@@ -229,3 +228,29 @@ def test_latency_applies_only_where_faults_are_aimed(sandbox: SandboxClient) -> 
     started = time.perf_counter()
     sandbox.http.get("/api/v4/projects/marketing%2Flaunches")
     assert time.perf_counter() - started >= 0.3
+
+
+def test_only_a_connection_that_never_opened_counts_as_not_sent() -> None:
+    """A reset, a TLS error or a read timeout may follow a create GitLab carried out: such a
+    create is looked up before it is sent again, never re-sent blindly."""
+    import requests
+
+    from integrations.gitlab import translate
+
+    def raised(exc: Exception) -> TransientError:
+        with pytest.raises(TransientError) as info, translate("new issue"):
+            raise exc
+        return info.value
+
+    try:
+        requests.get(f"http://127.0.0.1:{free_port()}/", timeout=2)
+    except requests.ConnectionError as refused:
+        assert raised(refused).sent is False
+    for lost in (
+        requests.exceptions.SSLError("EOF occurred in violation of protocol"),
+        requests.exceptions.ChunkedEncodingError("Connection broken"),
+        requests.ReadTimeout("read timed out"),
+        requests.ConnectionError("('Connection aborted.', RemoteDisconnected())"),
+    ):
+        error = raised(lost)
+        assert error.sent is True and "cannot reach GitLab" in error.message

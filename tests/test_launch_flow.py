@@ -446,7 +446,8 @@ def test_a_failed_record_after_the_post_never_posts_again(
         methods=["PUT"],
         prefix="/api/v4/projects/marketing%2Flaunches/issues/9/notes",
     )
-    run_incomplete(l2)
+    first = sales_row(run_incomplete(l2))["detail"]
+    assert first.startswith("announcement sent, but recording it on the tracking issue failed")
     sandbox.faults()
     assert len(sandbox.http.get("/slack/messages").json()) == 1
     assert "may or may not" in sales_row(run_incomplete(l2))["detail"]
@@ -461,3 +462,23 @@ def test_slack_refusing_the_message_forgets_the_intent(
     sandbox.faults()
     assert sales_row(run(l2))["outcome"] == "created"  # nothing pending: sent now
     assert len(sandbox.http.get("/slack/messages").json()) == 1
+
+
+def test_a_reply_settles_a_maybe_sent_message(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    """A PMM who may not tick boxes in the bot's note (GitLab lets Maintainers do that)
+    answers with the comment the note names; an old reply never answers a later attempt."""
+    sandbox.faults(after_write_error_rate=1.0, prefix="/slack/webhook/")
+    run_incomplete(l2)
+    sandbox.faults()
+    _, body = sales_note_body(sandbox)
+    command = re.search(r"`(tminus sales \w+ arrived)`", body)
+    assert command is not None
+    project = sandbox.gitlab().projects.get(PROJECT)
+    tracking = project.issues.list(labels=["launch-issue::tracking"], get_all=True)[0]
+    tracking.notes.create({"body": f"Checked #sales: it is there. {command.group(1)}"})
+    assert sales_row(run(l2))["outcome"] == "unchanged"
+    assert len(sandbox.http.get("/slack/messages").json()) == 1
+    _, body = sales_note_body(sandbox)
+    assert "in flight" not in body

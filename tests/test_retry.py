@@ -46,11 +46,16 @@ def test_transient_failures_are_retried_with_backoff() -> None:
     assert len(calls) == 4 and clock.waits == [0.5, 1.0, 2.0]
 
 
-def test_retry_after_is_honoured_but_capped() -> None:
+def test_retry_after_is_honoured_within_the_deadline() -> None:
     clock = Clock()
-    _, fn = failing([refused(retry_after=3.0), refused(retry_after=300.0)])
+    _, fn = failing([refused(retry_after=3.0), refused(retry_after=20.0)])
     clock.policy(max_wait=8).call(fn)  # type: ignore[arg-type]
-    assert clock.waits == [3.0, 8.0]
+    assert clock.waits == [3.0, 20.0]  # longer than the backoff cap: still honoured
+    clock = Clock()
+    calls, fn = failing([refused(retry_after=300.0)])
+    with pytest.raises(TransientError, match=r"asked to wait 300s"):
+        clock.policy().call(fn)  # type: ignore[arg-type]
+    assert clock.waits == [] and len(calls) == 1  # gives up at once: no pointless early retry
 
 
 def test_permanent_errors_are_not_retried() -> None:

@@ -16,7 +16,7 @@ import pytest
 from starlette.applications import Starlette
 
 from integrations.retry import RetryPolicy
-from integrations.slack import SlackNotifier
+from integrations.slack import SlackNotifier, as_markdown
 from sandbox.app import ThreadedServer
 from sandbox.control import Control, ControlMiddleware, control_routes
 from sandbox.slack import SlackStore, slack_routes
@@ -32,6 +32,7 @@ from tminus.sales import (
     read_note,
     render_note,
     render_record,
+    reply,
     sales_message,
     sent_note,
     sent_record,
@@ -336,14 +337,19 @@ def test_sales_note_records_intent_before_the_post(l1: LaunchRequest) -> None:
     tick turns it into "sent" or "send it again"."""
     record = sent_record(l1)
     assert decide(read_note(None), record) == "announce"
-    intent = render_note(intent_note(read_note(None), record), "2027-01-01 10:00 UTC")
+    intent = render_note(intent_note(read_note(None), record, "a1b2c3d4"), "2027-01-01 10:00 UTC")
     assert "in flight since 2027-01-01 10:00 UTC" in intent
     assert decide(read_note(intent), record) == "unknown"  # never posted again by itself
     assert decide(read_note(intent), sent_record(moved(l1, tier=Tier.L2))) == "unknown"
 
     arrived = read_note(tick(intent, ARRIVED_BOX))
     assert decide(arrived, record) is None
-    assert arrived.settled().sent == record and arrived.settled().pending is None
+    settled = arrived.settled()
+    assert settled.sent is not None and settled.pending is None
+    assert settled.sent.model_copy(update={"attempt": None}) == record
+    # Anyone who can comment can answer instead of ticking: the reply names this attempt.
+    assert "`tminus sales a1b2c3d4 arrived`" in intent
+    assert reply(read_note(intent).pending, "resend") == "tminus sales a1b2c3d4 resend"  # type: ignore[arg-type]
     assert decide(read_note(tick(intent, RESEND_BOX)), record) == "announce"
 
     sent = render_note(sent_note(read_note(intent), "2027-01-01 10:00 UTC"), "later")
@@ -352,7 +358,7 @@ def test_sales_note_records_intent_before_the_post(l1: LaunchRequest) -> None:
     assert decide(read_note(sent), record) is None
     later = sent_record(moved(l1, launch_date=l1.launch_date + timedelta(days=16)))
     assert decide(read_note(sent), later) == "correct"
-    correction = render_note(intent_note(read_note(sent), later), "t")
+    correction = render_note(intent_note(read_note(sent), later, "e5f6a7b8"), "t")
     assert parse_record(correction) == record  # the last message sales surely got is kept
     done = render_note(sent_note(read_note(correction), "2027-02-01 09:00 UTC"), "t")
     assert read_note(done).history == (
@@ -507,3 +513,21 @@ def test_stand_in_keeps_messages_in_sqlite(tmp_path: Any) -> None:
     store = SlackStore(path)
     store.reset()
     assert store.messages() == []
+
+
+def test_the_message_shown_for_approval_is_the_whole_kit_and_inert(l1: LaunchRequest) -> None:
+    """What a PMM approves reads as sales will read it: every part of the kit, and text people
+    wrote never turns into a link, an image or HTML in the Prefect UI."""
+    feature = l1.features[0].model_copy(
+        update={"summary": "See [the docs](https://phish.example) ![](https://track.example/p)"}
+    )
+    request = l1.model_copy(
+        update={"title": "Agent [click](javascript:alert(1)) <b>", "features": [feature]}
+    )
+    shown = as_markdown(sales_message(request, tracking_url=TRACKING, features_url=FEATURES))
+    assert "**Key selling points**" in shown and "**Limitations sales must know**" in shown
+    assert "**In 50 words**" in shown and "### Launch: Agent" in shown
+    for text in ("[the docs](", "![](", "[click](", "<b>"):
+        assert text not in shown
+    assert "\\[the docs\\](https://phish.example)" in shown  # shown as typed
+    assert f"]({TRACKING})" in shown  # tminus's own links stay links

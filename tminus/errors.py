@@ -13,7 +13,8 @@
         └── PermanentError           retrying will not help: 401, 403, 404, 422, ...
 
 Vendor exceptions are translated at the adapter boundary (``raise ... from exc``) so flows and
-tasks only ever see this tree; ``TransientError`` is what task retry conditions look for.
+tasks only ever see this tree; ``TransientError`` is what the retry policy
+(``integrations.retry``) retries, except ``MaybeSentError``, which nothing retries.
 """
 
 from __future__ import annotations

@@ -120,8 +120,10 @@ class IssueTracker(Protocol):
 
     def add_note(self, project: str, iid: int, body: str) -> int: ...
 
-    def find_note(self, project: str, iid: int, text: str) -> tuple[int, str] | None:
-        """The oldest note containing ``text``: (note id, body)."""
+    def find_note(
+        self, project: str, iid: int, text: str, after: int | None = None
+    ) -> tuple[int, str] | None:
+        """The oldest note containing ``text`` (with an id above ``after``): (note id, body)."""
         ...
 
     def update_note(self, project: str, iid: int, note_id: int, body: str) -> None: ...

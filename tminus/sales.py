@@ -56,6 +56,8 @@ class SentRecord(BaseModel):
     tier: Tier
     launch_date: date
     digest: str  # of the whole kit: lets a report say "kit edited since it was sent"
+    # Set on a pending message: names the replies that settle it (``reply``).
+    attempt: str | None = None
 
 
 def _kit_digest(request: LaunchRequest) -> str:
@@ -87,7 +89,10 @@ def sent_record(request: LaunchRequest) -> SentRecord:
 
 def render_record(record: SentRecord) -> str:
     """One line, invisible in GitLab's rendered note: ``<!-- tminus:sales-notified {...} -->``."""
-    data = json.dumps(record.model_dump(mode="json"), separators=(",", ":"))
+    data = json.dumps(
+        record.model_dump(mode="json", exclude={"attempt"}, exclude_none=True),
+        separators=(",", ":"),
+    )
     return f"<!-- tminus:sales-notified {data} -->"
 
 
@@ -161,7 +166,9 @@ def render_note(note: SalesNote, when: str) -> str:
         parts += [f"{_what(None, note.sent).replace('Sales notified', 'Sales was told')}.", ""]
         parts += [render_record(note.sent), ""]
     if note.pending is not None:
-        data = json.dumps(note.pending.model_dump(mode="json"), separators=(",", ":"))
+        data = json.dumps(
+            note.pending.model_dump(mode="json", exclude_none=True), separators=(",", ":")
+        )
         parts += [
             f"**Sales message in flight since {when}** ({_what(note.sent, note.pending)}). "
             "If this paragraph is still here, Slack's answer never came back: the message may "
@@ -170,6 +177,9 @@ def render_note(note: SalesNote, when: str) -> str:
             "",
             f"- [ ] {ARRIVED_BOX}",
             f"- [ ] {RESEND_BOX}",
+            "",
+            f"(Or comment `{reply(note.pending, 'arrived')}` or "
+            f"`{reply(note.pending, 'resend')}` on this issue.)",
             "",
             f"<!-- tminus:sales-pending {data} -->",
             "",
@@ -187,9 +197,21 @@ def sent_note(note: SalesNote, stamp: str) -> SalesNote:
     return SalesNote(sent=note.pending, history=(*note.history, line))
 
 
-def intent_note(note: SalesNote, record: SentRecord) -> SalesNote:
-    """The note written before posting ``record``."""
-    return replace(note, pending=record, arrived=False, resend=False)
+def intent_note(note: SalesNote, record: SentRecord, attempt: str) -> SalesNote:
+    """The note written before posting ``record``; ``attempt`` is new for every post."""
+    pending = record.model_copy(update={"attempt": attempt})
+    return replace(note, pending=pending, arrived=False, resend=False)
+
+
+def reply(record: SentRecord, answer: Literal["arrived", "resend"]) -> str:
+    """The comment that settles a pending message, for people who may not tick the note's
+    boxes (GitLab lets only Maintainers tick boxes in another user's comment)."""
+    return f"tminus sales {record.attempt} {answer}"
+
+
+def answered(note: SalesNote, arrived: bool, resend: bool) -> SalesNote:
+    """The note with a PMM's reply applied (ticked boxes count as well)."""
+    return replace(note, arrived=note.arrived or arrived, resend=note.resend or resend)
 
 
 def decide(note: SalesNote, current: SentRecord) -> Decision | Literal["unknown"] | None:
