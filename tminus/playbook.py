@@ -58,8 +58,9 @@ class Kind(str, Enum):
 
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
 # Template sources; what they render to is bounded when they are rendered.
+TEMPLATE_MAX = 20_000
 TitleTemplate = Annotated[str, Field(min_length=1, max_length=1_000)]
-BodyTemplate = Annotated[str, Field(max_length=20_000)]
+BodyTemplate = Annotated[str, Field(max_length=TEMPLATE_MAX)]
 ItemTemplate = Annotated[str, Field(min_length=1, max_length=1_000)]
 Item = Annotated[Line, Field(min_length=1, max_length=500)]
 # Due dates are launch day minus the lead time: a year either way of the launch-date window.
@@ -192,7 +193,6 @@ TEXT_MAX = 65_536  # one rendered description, and any value a template builds
 TRACKING_MAX = 262_144  # the tracking issue's description (it carries the whole checklist)
 ITEM_MAX = 1_000  # one checklist item
 TITLE_MAX = 255  # GitLab issue titles
-TEMPLATE_MAX = 20_000  # the source of one template
 _WORK_MAX = 1_048_576  # characters one render may write, macro and block bodies included
 _INT_BITS_MAX = 4_096
 _ARG_INT_MAX = TEXT_MAX
