@@ -292,3 +292,16 @@ def test_every_valid_release_becomes_a_launch_request(
         rel, decision, launch_file=None, owner="pmm", launch_project=None, today=date(2030, 1, 1)
     )
     assert request.release_tag == tag
+
+
+def test_a_yaml_bomb_in_the_launches_folder_is_passed_over_at_once(tmp_path: Path) -> None:
+    """Every release run looks through the folder: a bomb there must not stall them all."""
+    import time
+
+    from .test_request import billion_laughs
+
+    (tmp_path / "a-bomb.yaml").write_text(billion_laughs(10))
+    (tmp_path / "merge.yaml").write_text("release_tag: v17.9.0\n")
+    started = time.monotonic()
+    assert find_launch_file(tmp_path, "v17.9.0") == tmp_path / "merge.yaml"
+    assert time.monotonic() - started < 2

@@ -20,7 +20,6 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, TypeAdapter
 
 from tminus.errors import LaunchFileError
@@ -32,6 +31,7 @@ from tminus.request import (
     parse_launch_request,
     slugify,
 )
+from tminus.validation import read_yaml_mapping
 
 TIER_LINE = re.compile(r"^\s*Launch-Tier:\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
 
@@ -265,11 +265,12 @@ def find_launch_file(folder: Path | None, tag: str) -> Path | None:
             continue
         # Match on the raw file: a launch file for this release with a mistake in it must fail
         # the run naming the mistake, not be passed over for a made-up launch.
+        # The one bounded reader: a YAML bomb in the folder is refused, never expanded.
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            raw = read_yaml_mapping(path, LaunchFileError)
+        except LaunchFileError:
             continue
-        if isinstance(raw, dict) and str(raw.get("release_tag")) == tag:
+        if str(raw.get("release_tag")) == tag:
             return path
     return None
 
