@@ -15,8 +15,8 @@ after a crash therefore starts within ~``STALE_SECONDS``.
 
 Staleness is judged on the waiter's own clock (the beat unchanged for ``STALE_SECONDS`` over
 several reads), never by comparing clocks of two machines; takeovers are serialised; and a
-holder that cannot beat for ``HOLDER_GIVES_UP`` seconds, or whose lease was taken, marks its
-lock lost and stops before its next write (``LaunchLock.check``).
+holder checks with Prefect that it still holds the lock before the writes that must not
+overlap another run's (``LaunchLock.check``), and stops if it does not.
 """
 
 from __future__ import annotations
@@ -44,11 +44,10 @@ LOCK_WAIT_SECONDS = 1800.0
 LEASE_SECONDS = 60.0  # Prefect's shortest lease; renewed at every beat
 BEAT_SECONDS = 1.0
 # A holder whose beat a waiter has seen unchanged this long, on the waiter's own clock and over
-# at least MIN_LOOKS reads, is gone. The holder stops itself before that: a beat that has not
-# succeeded for HOLDER_GIVES_UP seconds, or a lease Prefect no longer knows, marks it lost.
+# at least MIN_LOOKS reads, is gone. A holder learns it lost the lock from Prefect (its lease
+# is unknown, or the record names another lease), at a beat or when it checks before writing.
 STALE_SECONDS = 6.0
 MIN_LOOKS = 6
-HOLDER_GIVES_UP = 3.5
 POLL_SECONDS = 0.5
 log = logging.getLogger("tminus.locks")
 
@@ -170,30 +169,43 @@ class LaunchLock:
         # The run's id is read here: the beat thread does not see the flow run's context.
         self.slug, self.lease, self.run_id = slug, lease, run_id
         self.lost: str | None = None
-        self.last_beat = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lock-{slug}", daemon=True)
 
     def check(self) -> None:
-        """Raise ``LockLost`` when the lock cannot be trusted any more (call before writing)."""
-        if not self.lost and time.monotonic() - self.last_beat > HOLDER_GIVES_UP:
-            self.lost = f"the launch lock could not be renewed for {HOLDER_GIVES_UP:g}s"
+        """Raise ``LockLost`` unless Prefect confirms, now, that this run holds the lock: its
+        lease renews and the record names it. Call before a write that must not overlap
+        another run's (slow answers only make this slower; they never fail it)."""
+        if not self.lost:
+            try:
+                with get_client(sync_client=True) as client:
+                    self._renew(client)
+                record = Variable.get(holder_variable(self.slug), default=None)
+                if isinstance(record, dict) and record.get("lease") not in (str(self.lease), None):
+                    self.lost = "another run took the launch lock over"
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code not in (404, 410):
+                    raise
         if self.lost:
             raise LockLost(f"launch {self.slug}: {self.lost}; run the launch again")
+
+    def _renew(self, client: Any) -> None:
+        try:
+            client.renew_concurrency_lease(self.lease, LEASE_SECONDS)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in (404, 410):
+                self.lost = "another run took the launch lock over"
+            raise
 
     def _beat(self) -> None:
         with get_client(sync_client=True) as client:
             while not self._stop.wait(BEAT_SECONDS):
                 try:
-                    client.renew_concurrency_lease(self.lease, LEASE_SECONDS)
+                    self._renew(client)
                     _record(self.slug, self.lease, self.run_id)
-                    self.last_beat = time.monotonic()
-                except httpx.HTTPStatusError as exc:
-                    if exc.response.status_code in (404, 410):
-                        self.lost = "another run took the launch lock over"
-                        return
-                    log.warning("Could not renew the launch lock: %s", exc)
                 except Exception as exc:
+                    if self.lost:
+                        return
                     log.warning("Could not renew the launch lock: %s", exc)
 
     def start(self) -> None:
