@@ -273,10 +273,18 @@ def test_launch_started_from_the_ui_form_completes(
         prop("Docs Urls").get_by_role("button", name="Add item").click()
         prop("Docs Urls").locator("textarea, input").first.fill(docs)
         fill("Features Page Title", "Dark mode")
-        page.get_by_role("button", name="Submit").click()
+        submit = page.get_by_role("button", name="Submit")
+        submit.wait_for(state="visible")
+        submit.click()
         # After a submit the UI goes back to the deployment page; leaving /run means sent.
-        page.wait_for_url(lambda url: not url.split("?")[0].endswith("/run"), timeout=30_000)
-        browser.close()
+        try:
+            page.wait_for_url(lambda url: not url.split("?")[0].endswith("/run"), timeout=60_000)
+        except Exception as exc:  # say what the form shows (a validation message, say)
+            raise AssertionError(
+                f"the form was not sent; it shows:\n{page.inner_text('body')}"
+            ) from exc
+        finally:
+            browser.close()
 
     def ui_run() -> Any:
         for run in runs_of(launch_dep):
