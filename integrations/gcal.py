@@ -37,7 +37,7 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from integrations.retry import RetryPolicy, retry_policy
+from integrations.retry import RetryPolicy, parse_retry_after, retry_policy
 from tminus.errors import (
     IntegrationError,
     PermanentError,
@@ -116,13 +116,12 @@ def translate(resource: str) -> Iterator[None]:
         if status in _HINTS and not _transient(status, reason):
             message = f"{message} ({_HINTS[status]})"
         if _transient(status, reason):
-            wait = str(exc.resp.get("retry-after", "")).strip()
             raise TransientError(
                 SYSTEM,
                 message,
                 status=status,
                 resource=resource,
-                retry_after=float(wait) if wait.isdigit() else None,
+                retry_after=parse_retry_after(exc.resp.get("retry-after")),
                 sent=status >= 500 or status == 408,
             ) from exc
         raise PermanentError(SYSTEM, message, status=status, resource=resource) from exc

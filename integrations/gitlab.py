@@ -23,7 +23,7 @@ import gitlab.exceptions
 import requests
 import urllib3.exceptions
 
-from integrations.retry import RetryPolicy, retry_policy
+from integrations.retry import RetryPolicy, parse_retry_after, retry_policy
 from tminus.errors import PermanentError, TransientError
 from tminus.reconcile import IssueState, IssueWrite, split_description
 from tminus.settings import Settings
@@ -65,11 +65,6 @@ class _Gitlab(gitlab.Gitlab):
         return super().http_request(*args, **kwargs)
 
 
-def _retry_after() -> float | None:
-    value = str(getattr(_answers, "retry_after", None) or "").strip()
-    return float(value) if value.isdigit() else None
-
-
 @contextmanager
 def translate(resource: str) -> Iterator[None]:
     """Turn python-gitlab and requests exceptions into tminus errors."""
@@ -86,7 +81,11 @@ def translate(resource: str) -> Iterator[None]:
                 message,
                 status=code,
                 resource=resource,
-                retry_after=_retry_after() if code == 429 else None,
+                retry_after=(
+                    parse_retry_after(getattr(_answers, "retry_after", None))
+                    if code == 429
+                    else None
+                ),
                 sent=code != 429,  # a 429 was refused before anything was done
             ) from exc
         raise PermanentError(SYSTEM, message, status=code, resource=resource) from exc

@@ -17,6 +17,7 @@ adapter have no Prefect retries, and each adapter runs every call through a ``Re
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import random
 import time
@@ -29,6 +30,20 @@ from tminus.settings import Settings
 
 T = TypeVar("T")
 log = logging.getLogger("tminus.retry")
+
+
+def parse_retry_after(value: object) -> float | None:
+    """A ``Retry-After`` header as seconds: integer seconds or an HTTP date; None if absent or
+    unreadable."""
+    text = str(value or "").strip()
+    if text.isdigit():
+        return float(text)
+    if text:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(text).timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    return None
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,15 @@ raised ``from None`` (httpx exceptions carry the request URL), and httpx's own
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
 
-from integrations.retry import RetryPolicy
+from integrations.retry import RetryPolicy, parse_retry_after
 from tminus.errors import PermanentError, TransientError
 
 SYSTEM = "Slack"
@@ -101,19 +99,6 @@ def _code(response: httpx.Response) -> str:
     return first if _CODE.match(first) else "unexpected_answer"
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    if value.isdigit():
-        return float(value)
-    if value:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-        except (TypeError, ValueError):
-            pass
-    return None
-
-
 class SlackNotifier:
     """Posts messages to one Slack incoming webhook."""
 
@@ -175,7 +160,7 @@ class SlackNotifier:
                 "rate limited (429)",
                 status=status,
                 resource=RESOURCE,
-                retry_after=_retry_after(response),
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
                 sent=False,
             )
         if status >= 500 or status == 408:
