@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e ".[dev]" -e ./sandbox
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -23,7 +23,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy tminus integrations tasks flows deployments sandbox
+	$(BIN)/mypy -p tminus -p tminus_sandbox
+	$(BIN)/lint-imports
 
 down: $(STAMP)
 	$(BIN)/tminus down

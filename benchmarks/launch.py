@@ -38,13 +38,12 @@ def main() -> None:
     import yaml
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
-
-    from flows.launch import launch
-    from sandbox.app import ThreadedServer, create_sandbox
-    from tminus.plan import KEY_MARKER_PATTERN
-    from tminus.planner import plan_launch
-    from tminus.playbook import default_playbook_path, load_playbook
-    from tminus.request import load_launch_file
+    from tminus.domain.plan import KEY_MARKER_PATTERN
+    from tminus.domain.planner import plan_launch
+    from tminus.domain.playbook import default_playbook_path, load_playbook
+    from tminus.domain.request import load_launch_file
+    from tminus.flows.launch import launch
+    from tminus_sandbox.app import ThreadedServer, create_sandbox
 
     request = load_launch_file(ROOT / "examples" / "l1.yaml")
     playbook = load_playbook()

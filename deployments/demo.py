@@ -7,8 +7,9 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from deployments.embedded import receiver_service, runner_service, up
-from tminus.request import LaunchRequest
+from tminus.deployments.embedded import receiver_service, runner_service, up
+from tminus.domain.request import LaunchRequest
+
 from tminus.settings import Settings
 
 DEPLOYMENT = "launch/launch"

@@ -8,6 +8,7 @@ SQLite database of another Prefect server on the machine.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from tminus.errors import SettingsError
 from tminus.settings import Settings
 
 
@@ -74,18 +76,28 @@ def services(settings: Settings) -> list[Service]:
                 name="sandbox",
                 url=settings.sandbox_url,
                 health=f"{settings.sandbox_url}/healthz",
-                argv=[
-                    sys.executable,
-                    "-m",
-                    "tminus.cli",
-                    "sandbox",
-                    "--port",
-                    str(settings.sandbox_port),
-                ],
+                argv=sandbox_argv(settings),
                 env={"TMINUS_HOME": str(home)},
             )
         )
     return out
+
+
+def sandbox_argv(settings: Settings, port: int | None = None) -> list[str]:
+    """The stand-ins' command line. They are their own dev-only distribution (``sandbox/``):
+    run as a process, never imported."""
+    if importlib.util.find_spec("tminus_sandbox") is None:
+        raise SettingsError(
+            "TMINUS_GITLAB_URL",
+            [
+                "not set, so tminus uses its local stand-ins, which are not installed: "
+                "`make` installs them (pip install -e ./sandbox), or set TMINUS_GITLAB_URL "
+                "and the other TMINUS_* settings to use the real systems"
+            ],
+        )
+    data = settings.home.resolve() / "sandbox"
+    port = port or settings.sandbox_port
+    return [sys.executable, "-m", "tminus_sandbox", "--port", str(port), "--data", str(data)]
 
 
 def receiver_service(settings: Settings) -> Service:
@@ -95,7 +107,7 @@ def receiver_service(settings: Settings) -> Service:
         name="webhook",
         url=url,
         health=f"{url}/healthz",
-        argv=[sys.executable, "-m", "tminus.cli", "webhook", "--port", str(settings.webhook_port)],
+        argv=[sys.executable, "-m", "tminus", "webhook", "--port", str(settings.webhook_port)],
         env={"TMINUS_HOME": str(settings.home.resolve()), **_prefect_api_env(settings)},
     )
 
@@ -107,7 +119,7 @@ def runner_service(settings: Settings) -> Service:
         name="runner",
         url=settings.prefect_url,
         health="",
-        argv=[sys.executable, "-m", "tminus.cli", "serve", "--no-receiver"],
+        argv=[sys.executable, "-m", "tminus", "serve", "--no-receiver"],
         env={"TMINUS_HOME": str(settings.home.resolve()), **_prefect_api_env(settings)},
     )
 

@@ -4,7 +4,7 @@
   ``LaunchRequest`` (tiers as a dropdown, every field described, defaults shown).
 - ``on-release/on-release``: started by a deployment trigger on the ``gitlab.release.*`` events
   the webhook receiver emits; the event payload becomes the ``release`` parameter. The
-  receiver builds that payload as a validated ``tminus.release.Release`` (bounded fields, the
+  receiver builds that payload as a validated ``tminus.domain.release.Release`` (bounded fields, the
   description as an excerpt), so it is always a parameter Prefect accepts.
 - ``audit/audit``: the checklist audit on a cron schedule (default weekdays 09:00) in the
   configured time zone.
@@ -41,9 +41,9 @@ def release_trigger() -> DeploymentEventTrigger:
 
 
 def build_deployments(settings: Settings) -> list[Any]:
-    from flows.audit import audit
-    from flows.launch import launch
-    from flows.on_release import on_release
+    from tminus.flows.audit import audit
+    from tminus.flows.launch import launch
+    from tminus.flows.on_release import on_release
 
     return [
         launch.to_deployment(

@@ -67,10 +67,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
-from deployments.outbox import Outbox, OutboxRow
-from tminus.release import (
+from tminus.deployments.outbox import Outbox, OutboxRow
+from tminus.domain.release import (
     DELIVERY_MAX_CHARS,
     URL_MAX_CHARS,
     GitLabId,
@@ -83,7 +81,8 @@ from tminus.release import (
     check_release_time,
     description_excerpt,
 )
-from tminus.validation import describe_validation_error
+from tminus.domain.validation import describe_validation_error
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 logger = logging.getLogger("tminus.webhook")
 

@@ -13,8 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from integrations.clients import build_calendar, build_checker, build_tracker
-from tminus.audit import (
+from tminus.domain.audit import (
     AUDIT_NOTE_MARKER,
     STATUS_LABEL_PREFIX,
     STATUSES,
@@ -23,10 +22,12 @@ from tminus.audit import (
     reminder_marker,
     reminder_note,
 )
-from tminus.plan import key_marker_prefix, request_from_description
-from tminus.planner import plan_launch
-from tminus.playbook import Playbook, load_playbook
-from tminus.reconcile import CANCELLED_LABEL, IssueState, IssueTracker, IssueWrite, Outcome
+from tminus.domain.issues import CANCELLED_LABEL, IssueState, IssueTracker, IssueWrite
+from tminus.domain.plan import key_marker_prefix, request_from_description
+from tminus.domain.planner import plan_launch
+from tminus.domain.playbook import Playbook, load_playbook
+from tminus.domain.results import Outcome
+from tminus.integrations.clients import build_calendar, build_checker, build_tracker
 from tminus.settings import Settings, load_settings
 
 TRACKING_LABEL = "launch-issue::tracking"
@@ -67,7 +68,7 @@ def audit_one(
     pages_failing: list[str] = []
     pages_total = 0
     if plan.checks:
-        from tasks.pages import run_page_checks
+        from tminus.tasks.pages import run_page_checks
 
         page_results = run_page_checks(build_checker(settings), plan, settings)
         pages_total = len(page_results)

@@ -19,10 +19,20 @@ from prefect.runtime import deployment as deployment_ctx
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from integrations.clients import build_calendar, build_checker, build_notifier, build_tracker
-from integrations.slack import as_markdown
-from tasks.calendar import sync_calendar
-from tasks.issues import (
+from tminus.domain.issues import IssueTracker
+from tminus.domain.plan import IssueRole, Plan
+from tminus.domain.planner import plan_launch
+from tminus.domain.playbook import load_playbook
+from tminus.domain.report import counts, plan_markdown, results_rows
+from tminus.domain.request import LaunchRequest
+from tminus.domain.results import ActionResult, Outcome
+from tminus.domain.sales import intent_note, sales_message, sent_note, sent_record
+from tminus.errors import IntegrationError, MaybeSentError, TminusError
+from tminus.integrations.clients import build_calendar, build_checker, build_notifier, build_tracker
+from tminus.integrations.slack import as_markdown
+from tminus.settings import Settings, load_settings
+from tminus.tasks.calendar import sync_calendar
+from tminus.tasks.issues import (
     CANCELLED_LABEL,
     check_gitlab,
     drop_issue,
@@ -31,9 +41,9 @@ from tasks.issues import (
     ensure_links,
     find_launch_issues,
 )
-from tasks.locks import launch_lock
-from tasks.pages import check_pages
-from tasks.sales import (
+from tminus.tasks.locks import launch_lock
+from tminus.tasks.pages import check_pages
+from tminus.tasks.sales import (
     MAYBE_SENT,
     SalesState,
     now_stamp,
@@ -43,15 +53,6 @@ from tasks.sales import (
     sales_result,
     write_sales_note,
 )
-from tminus.errors import IntegrationError, MaybeSentError, TminusError
-from tminus.plan import IssueRole, Plan
-from tminus.planner import plan_launch
-from tminus.playbook import load_playbook
-from tminus.reconcile import ActionResult, IssueTracker, Outcome
-from tminus.report import counts, plan_markdown, results_rows
-from tminus.request import LaunchRequest
-from tminus.sales import intent_note, sales_message, sent_note, sent_record
-from tminus.settings import Settings, load_settings
 
 
 class LaunchIncomplete(TminusError):

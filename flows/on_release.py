@@ -11,19 +11,19 @@ from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-
-from flows.launch import launch
-from integrations.gitlab import build_tracker
-from tasks.issues import cancel_launch
-from tminus.planner import fit_to_tier
-from tminus.playbook import load_playbook
-from tminus.release import (
+from tminus.domain.planner import fit_to_tier
+from tminus.domain.playbook import load_playbook
+from tminus.domain.release import (
     Release,
     decide_tier,
     find_launch_file,
     request_from_release,
 )
-from tminus.request import LaunchRequest, Tier, load_launch_file
+from tminus.domain.request import LaunchRequest, Tier, load_launch_file
+from tminus.flows.launch import launch
+from tminus.integrations.gitlab import build_tracker
+from tminus.tasks.issues import cancel_launch
+
 from tminus.settings import load_settings
 
 

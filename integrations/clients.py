@@ -6,12 +6,13 @@ else; flows and tasks receive ready adapters.
 
 from __future__ import annotations
 
-from integrations.gcal import build_calendar as build_calendar
-from integrations.gitlab import GitLabTracker
-from integrations.gitlab import build_tracker as build_tracker
-from integrations.pages import PageChecker
-from integrations.retry import retry_policy
-from integrations.slack import SlackNotifier
+from tminus.integrations.gcal import build_calendar as build_calendar
+from tminus.integrations.gitlab import GitLabTracker
+from tminus.integrations.gitlab import build_tracker as build_tracker
+from tminus.integrations.pages import PageChecker
+from tminus.integrations.retry import retry_policy
+from tminus.integrations.slack import SlackNotifier
+
 from tminus.settings import Settings
 
 

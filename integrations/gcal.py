@@ -37,7 +37,8 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from integrations.retry import RetryPolicy, parse_retry_after, retry_policy
+from tminus.domain.plan import CalendarSpec
+from tminus.domain.results import ActionResult, Outcome
 from tminus.errors import (
     IntegrationError,
     PermanentError,
@@ -45,8 +46,7 @@ from tminus.errors import (
     TminusError,
     TransientError,
 )
-from tminus.plan import CalendarSpec
-from tminus.reconcile import ActionResult, Outcome
+from tminus.integrations.retry import RetryPolicy, parse_retry_after, retry_policy
 
 if TYPE_CHECKING:
     from tminus.settings import Settings

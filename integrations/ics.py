@@ -13,9 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from icalendar import Calendar, Event
-
-from integrations.gcal import event_id
-from tminus.plan import CalendarSpec, Plan
+from tminus.domain.plan import CalendarSpec, Plan
+from tminus.integrations.gcal import event_id
 
 PRODID = "-//tminus//launch calendar//EN"
 CALENDAR_NAME = "Launch calendar"

@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tminus.reconcile import ActionResult, Outcome
-from tminus.request import LaunchRequest
+from tminus.domain.request import LaunchRequest
+from tminus.domain.results import ActionResult, Outcome
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
+from tminus.integrations.retry import RetryPolicy, parse_retry_after
 
-from integrations.retry import RetryPolicy, parse_retry_after
 from tminus.errors import PermanentError, TransientError
 
 SYSTEM = "Slack"

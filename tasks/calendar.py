@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tminus.plan import Plan
-from tminus.reconcile import ActionResult
+from tminus.domain.plan import Plan
+from tminus.domain.results import ActionResult
 
 
 @task(name="sync-calendar", cache_policy=NO_CACHE)

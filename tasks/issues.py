@@ -12,21 +12,20 @@ import logging
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tminus.errors import PermanentError
-from tminus.plan import IssueSpec, Plan, key_marker_prefix
-from tminus.reconcile import (
+from tminus.domain.issues import (
     CANCELLED_LABEL,
-    ActionResult,
     IssueState,
     IssueTracker,
     IssueWrite,
-    Outcome,
     diff_issue,
     drop_write,
     fill_refs,
     new_issue,
 )
-from tminus.request import LaunchRequest
+from tminus.domain.plan import IssueSpec, Plan, key_marker_prefix
+from tminus.domain.request import LaunchRequest
+from tminus.domain.results import ActionResult, Outcome
+from tminus.errors import PermanentError
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from integrations.pages import PageChecker, check_results, page_targets
-from tminus.plan import Plan
-from tminus.reconcile import ActionResult
+from tminus.domain.plan import Plan
+from tminus.domain.results import ActionResult
+from tminus.integrations.pages import PageChecker, check_results, page_targets
 from tminus.settings import Settings
 
 DOCS_CHECK = "docs-check"

@@ -1,11 +1,11 @@
 """Prefect tasks for the sales notification: read the sales note, write it, post.
 
 Slack incoming webhooks cannot be read back, so what sales was told is recorded as one note
-on the launch's tracking issue in GitLab (``tminus.sales.SalesNote``). That note, not a local
+on the launch's tracking issue in GitLab (``tminus.domain.sales.SalesNote``). That note, not a local
 cache, is what makes the notification "one message per launch, whatever the number of
 re-runs": a run reads it, and sends nothing unless the tier or the date moved (then one
 correction). The intent is written to the note before the post, so a lost answer or a crash
-can never lead to a second message (see ``tminus.sales``).
+can never lead to a second message (see ``tminus.domain.sales``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Literal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from integrations.slack import SlackNotifier
-from tminus.plan import Plan
-from tminus.reconcile import ActionResult, IssueTracker, Outcome
-from tminus.sales import (
+from tminus.domain.issues import IssueTracker
+from tminus.domain.plan import Plan
+from tminus.domain.results import ActionResult, Outcome
+from tminus.domain.sales import (
     NOTE_MARKER,
     Decision,
     SalesNote,
@@ -31,6 +31,7 @@ from tminus.sales import (
     reply,
     sent_record,
 )
+from tminus.integrations.slack import SlackNotifier
 
 MAYBE_SENT = (
     "a message to sales may or may not have reached the channel (Slack's answer was lost, or "

@@ -16,8 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from sandbox.app import free_port
+from tminus_sandbox.app import free_port
 
 from .conftest import ROOT, SandboxClient, sandbox_env
 
@@ -100,7 +99,7 @@ def served(
     logs = tmp_path_factory.mktemp("logs")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tminus.cli", *argv],
+            [sys.executable, "-m", "tminus", *argv],
             cwd=ROOT,
             env=env,
             stdout=open(logs / f"{name}.log", "wb"),
@@ -320,7 +319,7 @@ def test_accepted_delivery_survives_a_killed_receiver_while_prefect_is_down(
 
     def receiver(api: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tminus.cli", "webhook", "--port", str(port)],
+            [sys.executable, "-m", "tminus", "webhook", "--port", str(port)],
             cwd=ROOT,
             env={**env, "PREFECT_API_URL": api},
             start_new_session=True,

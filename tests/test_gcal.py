@@ -19,8 +19,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from googleapiclient.errors import HttpError
 from starlette.applications import Starlette
+from tminus_sandbox.app import ThreadedServer, free_port
+from tminus_sandbox.control import Control, ControlMiddleware, Faults
+from tminus_sandbox.gcal import API_METHODS, GLOBAL_PARAMS, GCalStore, gcal_routes
 
-from integrations.gcal import (
+from tests.conftest import ROOT, TODAY
+from tminus.domain.plan import CalendarSpec, Plan
+from tminus.domain.planner import plan_launch
+from tminus.domain.playbook import Playbook
+from tminus.domain.request import LaunchRequest, Tier
+from tminus.domain.results import Outcome
+from tminus.errors import PermanentError, SettingsError, TransientError
+from tminus.integrations.gcal import (
     KEY_PROP,
     LAUNCH_PROP,
     CalendarAdapter,
@@ -35,17 +45,7 @@ from integrations.gcal import (
     new_event,
     translate,
 )
-from integrations.retry import RetryPolicy
-from sandbox.app import ThreadedServer, free_port
-from sandbox.control import Control, ControlMiddleware, Faults
-from sandbox.gcal import API_METHODS, GLOBAL_PARAMS, GCalStore, gcal_routes
-from tests.conftest import ROOT, TODAY
-from tminus.errors import PermanentError, SettingsError, TransientError
-from tminus.plan import CalendarSpec, Plan
-from tminus.planner import plan_launch
-from tminus.playbook import Playbook
-from tminus.reconcile import Outcome
-from tminus.request import LaunchRequest, Tier
+from tminus.integrations.retry import RetryPolicy
 from tminus.settings import load_settings
 
 CAL = "marketing-launches@group.calendar.google.com"

@@ -1,7 +1,7 @@
 """Fuzzing launch files and playbooks through the CLI: every input ends, fast, as a named error.
 
 Hostile and broken inputs (YAML bombs, bad encodings, extreme dates, template abuse, random
-mutations of ``examples/*.yaml`` and of the default playbook) go through ``tminus.cli.main``
+mutations of ``examples/*.yaml`` and of the default playbook) go through the CLI
 as a user would send them: ``plan FILE``, ``playbook FILE`` and, for what ``plan`` refuses,
 ``launch FILE`` with every system pointed at the session's sandbox. Each call must end within
 10 s with exit 2 and a message naming the file and the field (or exit 0 when the input is in
@@ -35,8 +35,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from tminus.playbook import default_playbook_path
+from tminus.domain.playbook import default_playbook_path
 
 from .conftest import EXAMPLES, SandboxClient, sandbox_env
 
@@ -92,9 +91,9 @@ _io_lock = threading.Lock()
 
 
 def run_cli(args: list[str], env: dict[str, str] | None = None) -> Outcome:
-    """``tminus.cli.main(args)`` in a worker thread, so an input that hangs fails the test
+    """The CLI's ``main(args)`` in a worker thread, so an input that hangs fails the test
     after CALL_SECONDS instead of hanging it."""
-    from tminus.cli import main
+    from tminus.deployments.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     box: dict[str, Any] = {}

@@ -22,8 +22,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+from tminus_sandbox.app import ThreadedServer
+from tminus_sandbox.control import Control, ControlMiddleware, control_routes
+from tminus_sandbox.docs_site import docs_site_routes
 
-from integrations.pages import (
+from tminus.domain.request import LaunchRequest
+from tminus.domain.results import Outcome
+from tminus.integrations.pages import (
     PageChecker,
     PageTarget,
     check_results,
@@ -32,11 +37,6 @@ from integrations.pages import (
     refused_address,
     visible_text,
 )
-from sandbox.app import ThreadedServer
-from sandbox.control import Control, ControlMiddleware, control_routes
-from sandbox.docs_site import docs_site_routes
-from tminus.reconcile import Outcome
-from tminus.request import LaunchRequest
 
 
 class InFlight:
@@ -459,7 +459,7 @@ def connections(server: socket.socket) -> int:
 def test_embedded_default_reaches_only_the_stand_in() -> None:
     """On the embedded default private addresses are allowed for the stand-in's origin only,
     and TMINUS_PAGES_ALLOW_PRIVATE=false is honoured: then not even that one."""
-    from integrations.clients import build_checker
+    from tminus.integrations.clients import build_checker
     from tminus.settings import load_settings
 
     other, _ = listening()

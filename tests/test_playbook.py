@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tminus.domain.playbook import Frequency, Kind, default_playbook_path, load_playbook
+from tminus.domain.request import Tier
 
 from tminus.errors import PlaybookError
-from tminus.playbook import Frequency, Kind, default_playbook_path, load_playbook
-from tminus.request import Tier
 
 
 def test_default_playbook_matches_the_handbook_matrix() -> None:
@@ -230,7 +230,7 @@ def test_playbook_values_are_bounded(tmp_path: Path, mutate, expected: str) -> N
 
 
 def test_ordinary_template_features_still_work(tmp_path: Path) -> None:
-    from tminus.playbook import render
+    from tminus.domain.playbook import render
 
     context = {"items": ["a", "b"], "n": 3, "day": date(2027, 3, 16)}
     template = (

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from tminus.plan import IssueRole, IssueSpec
-from tminus.reconcile import (
+from tminus.domain.issues import (
     DROPPED_LABEL,
     IssueState,
     carry_ticks,
@@ -15,6 +14,7 @@ from tminus.reconcile import (
     fill_refs,
     split_description,
 )
+from tminus.domain.plan import IssueRole, IssueSpec
 
 SPEC = IssueSpec(
     key="demo/activity/blog-post",

@@ -9,9 +9,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-
-from tminus.errors import LaunchFileError
-from tminus.release import (
+from tminus.domain.release import (
     DESCRIPTION_MAX_CHARS,
     Release,
     decide_tier,
@@ -21,7 +19,9 @@ from tminus.release import (
     request_from_release,
     tier_from_description,
 )
-from tminus.request import Tier, load_launch_file
+from tminus.domain.request import Tier, load_launch_file
+
+from tminus.errors import LaunchFileError
 
 from .conftest import EXAMPLES
 
@@ -259,7 +259,7 @@ _NOW = datetime(2031, 5, 6, tzinfo=UTC)
         r"\A[A-Za-z0-9_.][A-Za-z0-9_.-]{0,30}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,30}){1,3}\Z"
     ),
     released=st.datetimes(
-        # the years a launch can be planned in (tminus.request)
+        # the years a launch can be planned in (tminus.domain.request)
         min_value=datetime(2001, 1, 1),
         max_value=datetime(2099, 1, 1),
         timezones=st.just(UTC),

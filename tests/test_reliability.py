@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 import yaml
+from tminus.domain.plan import KEY_MARKER_PATTERN
+from tminus.domain.planner import plan_launch
+from tminus.domain.playbook import load_playbook
+from tminus.domain.request import LaunchRequest
+from tminus.flows.launch import LaunchIncomplete, launch
 
-from flows.launch import LaunchIncomplete, launch
-from tminus.plan import KEY_MARKER_PATTERN
-from tminus.planner import plan_launch
-from tminus.playbook import load_playbook
-from tminus.request import LaunchRequest
 from tminus.settings import Settings
 
 from .conftest import ROOT, SandboxClient, sandbox_env
@@ -172,7 +172,7 @@ def kill_and_rerun(
 
     Returns the re-run's exit code and output, and how long after its start it sent its first
     request (it waits for the launch lock before any)."""
-    argv = [sys.executable, "-m", "tminus.cli", "launch", str(launch_file)]
+    argv = [sys.executable, "-m", "tminus", "launch", str(launch_file)]
     faults, reached = KILL_POINTS[point]
     sandbox.faults(**faults)
     victim = subprocess.Popen(
@@ -263,7 +263,7 @@ def launch_against(
     del env["TMINUS_RETRY_BACKOFF"]  # production waits
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "tminus.cli", "launch", str(ROOT / "examples" / "l3.yaml")],
+        [sys.executable, "-m", "tminus", "launch", str(ROOT / "examples" / "l3.yaml")],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -279,7 +279,7 @@ def test_unreachable_gitlab_fails_within_a_minute_naming_it(
 ) -> None:
     """With the production retry settings: every call has one retry owner, bounded by a
     deadline, so a GitLab that refuses connections fails the launch in well under 60 s."""
-    from sandbox.app import free_port
+    from tminus_sandbox.app import free_port
 
     gitlab = f"http://127.0.0.1:{free_port()}"
     took, proc = launch_against(gitlab, sandbox, tmp_path / "home", prefect_server)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tminus.domain.request import Tier, load_launch_file, parse_launch_request, slugify
 
 from tminus.errors import LaunchFileError
-from tminus.request import Tier, load_launch_file, parse_launch_request, slugify
 
 from .conftest import EXAMPLES
 
@@ -136,7 +136,7 @@ def test_l1_example_carries_the_sales_kit() -> None:
 
 
 def test_cli_bad_today_is_named(capsys: pytest.CaptureFixture[str]) -> None:
-    from tminus.cli import main
+    from tminus.deployments.cli import main
 
     assert main(["plan", str(EXAMPLES / "l1.yaml"), "--today", "2027-13-01"]) == 2
     err = capsys.readouterr().err
@@ -212,7 +212,7 @@ def test_a_folder_is_not_a_launch_file(tmp_path: Path) -> None:
 
 
 def test_cli_exits_2_on_a_non_utf8_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tminus.cli import main
+    from tminus.deployments.cli import main
 
     path = tmp_path / "latin1.yaml"
     path.write_bytes((EXAMPLES / "l2.yaml").read_bytes() + "title: Café\n".encode("latin-1"))

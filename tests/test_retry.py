@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from tminus.integrations.retry import RetryPolicy
 
-from integrations.retry import RetryPolicy
 from tminus.errors import MaybeSentError, PermanentError, TransientError
 
 

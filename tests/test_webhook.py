@@ -32,9 +32,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from deployments.outbox import Outbox
-from deployments.webhook import (
+from tminus.deployments.outbox import Outbox
+from tminus.deployments.webhook import (
     EVENT_ID_NAMESPACE,
     HOOK_PATH,
     ReleaseHook,
@@ -43,7 +42,7 @@ from deployments.webhook import (
     json_depth,
     server_config,
 )
-from sandbox.app import ThreadedServer, free_port
+from tminus_sandbox.app import ThreadedServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-hook-token"
@@ -297,9 +296,8 @@ def run_parameters(event: dict[str, Any]) -> dict[str, Any]:
     from prefect.utilities.callables import parameter_schema
     from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
     from prefect.utilities.schema_tools.validation import validate
-
-    from deployments.serve import release_trigger
-    from flows.on_release import on_release
+    from tminus.deployments.serve import release_trigger
+    from tminus.flows.on_release import on_release
 
     template = copy.deepcopy(release_trigger().parameters) or {}
     RunDeployment._upgrade_v1_templates(template)
@@ -619,7 +617,7 @@ def test_killed_receiver_sends_accepted_delivery_after_restart(tmp_path: Path) -
         "import os, sys\n"
         "from pathlib import Path\n"
         "from pydantic import SecretStr\n"
-        "from deployments.webhook import WebhookConfig, serve\n"
+        "from tminus.deployments.webhook import WebhookConfig, serve\n"
         "config = WebhookConfig(token=SecretStr(os.environ['HOOK_TOKEN']),"
         " prefect_api_url=sys.argv[1], db_path=Path(sys.argv[2]), send_interval=0.05,"
         " max_backoff=0.2)\n"
@@ -901,8 +899,8 @@ def test_a_900_kb_description_is_delivered_as_a_run_prefect_accepts(
 ) -> None:
     """The run gets the fields on-release uses, the notes as an excerpt that keeps the
     Launch-Tier line: far under Prefect's 512 KiB parameter limit."""
-    from tminus.release import DESCRIPTION_MAX_CHARS, Release, tier_from_description
-    from tminus.request import Tier
+    from tminus.domain.release import DESCRIPTION_MAX_CHARS, Release, tier_from_description
+    from tminus.domain.request import Tier
 
     stand_in, api = prefect_events
     receiver = receiver_factory(api)

@@ -34,10 +34,9 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from deployments.webhook import HOOK_PATH, MAX_BODY_BYTES
-from sandbox.app import ThreadedServer
-from tminus.release import Release
+from tminus.deployments.webhook import HOOK_PATH, MAX_BODY_BYTES
+from tminus.domain.release import Release
+from tminus_sandbox.app import ThreadedServer
 
 from .test_webhook import (
     TOKEN,

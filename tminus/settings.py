@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tminus.domain.validation import describe_validation_error
 from tminus.errors import SettingsError
-from tminus.validation import describe_validation_error
 
 ENV_PREFIX = "TMINUS_"
 

@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, TypeAdapter
-
-from tminus.errors import LaunchFileError
-from tminus.request import (
+from tminus.domain.request import (
     LAUNCH_DATE_MAX,
     LAUNCH_DATE_MIN,
     LaunchRequest,
@@ -31,7 +29,9 @@ from tminus.request import (
     parse_launch_request,
     slugify,
 )
-from tminus.validation import read_yaml_mapping
+from tminus.domain.validation import read_yaml_mapping
+
+from tminus.errors import LaunchFileError
 
 TIER_LINE = re.compile(r"^\s*Launch-Tier:\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
 
@@ -54,7 +54,7 @@ EARLIEST_RELEASE = datetime.combine(LAUNCH_DATE_MIN, time.min, tzinfo=UTC)
 LATEST_RELEASE = datetime.combine(LAUNCH_DATE_MAX, time.max, tzinfo=UTC)
 # GitLab's namespace and project paths: 2 to 21 parts (20 nested groups) of letters, digits,
 # '_', '-' and '.', each starting and ending with a letter, digit or '_', with no '..' and not
-# ending in '.git' or '.atom' (so never '.' or '..'). What tminus.request takes as a project.
+# ending in '.git' or '.atom' (so never '.' or '..'). What tminus.domain.request takes as a project.
 PATH_PATTERN = r"^[A-Za-z0-9_.\-/]+$"
 _PATH_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,253}[A-Za-z0-9_])?")
 # git check-ref-format: no ASCII control characters, space, ~ ^ : ? * [ or backslash.

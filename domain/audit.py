@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from tminus.reconcile import DROPPED_LABEL, IssueState
+from tminus.domain.issues import DROPPED_LABEL, IssueState
 
 STATUS_LABEL_PREFIX = "launch-status::"
 STATUSES = ("on-track", "at-risk", "ready")

@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.store import SqliteStore
+from tminus_sandbox.store import SqliteStore
 
 API_PREFIX = "/calendar/v3/"
 

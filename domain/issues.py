@@ -9,27 +9,17 @@ never touches the rest.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
-from enum import Enum
 from typing import Protocol
 
-from tminus.plan import KEY_MARKER_PATTERN, REF_PATTERN, IssueRole, IssueSpec, key_marker
+from tminus.domain.plan import KEY_MARKER_PATTERN, REF_PATTERN, IssueRole, IssueSpec, key_marker
 
 # Labels tminus owns: a label with one of these prefixes that the plan does not ask for is
 # removed (a tier change moves an issue from launch-tier::L1 to launch-tier::L2).
 MANAGED_LABEL_PREFIXES = ("launch-tier::", "launch-issue::")
 DROPPED_LABEL = "launch-status::dropped"
 CANCELLED_LABEL = "launch-status::cancelled"  # on a tracking issue; a new run resumes it
-
-
-class Outcome(str, Enum):
-    created = "created"
-    updated = "updated"
-    unchanged = "unchanged"
-    closed = "closed"
-    skipped = "skipped"
-    failed = "failed"
 
 
 @dataclass(frozen=True)
@@ -71,20 +61,6 @@ class IssueWrite:
         if self.add_labels or self.remove_labels:
             names.append("labels")
         return names
-
-
-@dataclass
-class ActionResult:
-    """One line of the results table."""
-
-    key: str
-    kind: str
-    title: str
-    outcome: Outcome
-    url: str | None = None
-    detail: str = ""
-    iid: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class IssueTracker(Protocol):

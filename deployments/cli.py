@@ -35,9 +35,9 @@ def _today(settings: Settings, given: str | None) -> date:
 def _load(path: str, settings: Settings) -> tuple[Any, Any]:
     """Validate the launch file against the schema and the playbook, and plan it once (pure,
     so a template that fails for this launch fails here): no side effects."""
-    from tminus.planner import check_request, plan_launch
-    from tminus.playbook import load_playbook
-    from tminus.request import load_launch_file
+    from tminus.domain.planner import check_request, plan_launch
+    from tminus.domain.playbook import load_playbook
+    from tminus.domain.request import load_launch_file
 
     request = load_launch_file(path)
     playbook = load_playbook(settings.playbook)
@@ -47,8 +47,8 @@ def _load(path: str, settings: Settings) -> tuple[Any, Any]:
 
 
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
-    from tminus.planner import plan_launch
-    from tminus.report import plan_json, plan_markdown
+    from tminus.domain.planner import plan_launch
+    from tminus.domain.report import plan_json, plan_markdown
 
     request, playbook = _load(args.file, settings)
     plan = plan_launch(request, playbook, _today(settings, args.today))
@@ -63,7 +63,7 @@ def _use_embedded_prefect(settings: Settings) -> None:
     """Point this process's Prefect client at the embedded server (unless told otherwise)."""
     if "PREFECT_API_URL" in os.environ:
         return
-    from deployments.embedded import prefect_env
+    from tminus.deployments.embedded import prefect_env
 
     for key, value in prefect_env(settings.home.resolve()).items():
         os.environ.setdefault(key, value)
@@ -71,7 +71,7 @@ def _use_embedded_prefect(settings: Settings) -> None:
 
 
 def _start_services(settings: Settings) -> None:
-    from deployments.embedded import up
+    from tminus.deployments.embedded import up
 
     needs = "the local Prefect server" + (" and the sandbox" if settings.embedded else "")
     print(f"Starting {needs} (first start takes a few seconds) ...", file=sys.stderr)
@@ -84,12 +84,12 @@ def _ui_url() -> str:
 
 
 def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
-    from tminus.report import results_text
+    from tminus.domain.report import results_text
 
     request, _ = _load(args.file, settings)  # before any side effect, even starting servers
     _start_services(settings)
-    from flows.launch import LaunchIncomplete, launch
-    from tminus.reconcile import ActionResult, Outcome
+    from tminus.domain.results import ActionResult, Outcome
+    from tminus.flows.launch import LaunchIncomplete, launch
 
     state = _run_with_approval(
         lambda: launch(request=request, dry_run=args.dry_run, return_state=True)
@@ -198,16 +198,14 @@ def _run_with_approval(run: Any) -> Any:
 
 
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
-    from sandbox.app import serve
+    import subprocess
 
-    port = args.port or settings.sandbox_port
-    print(
-        f"tminus sandbox on http://127.0.0.1:{port} (GitLab API at /api/v4, control at "
-        "/_sandbox); Ctrl-C stops it",
-        file=sys.stderr,
-    )
-    serve(settings.home.resolve() / "sandbox", port)
-    return 0
+    from tminus.deployments.embedded import sandbox_argv
+
+    try:
+        return subprocess.call(sandbox_argv(settings, args.port))
+    except KeyboardInterrupt:
+        return 130
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -216,7 +214,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
-    from deployments.embedded import down
+    from tminus.deployments.embedded import down
 
     stopped = down(settings)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -224,7 +222,7 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from deployments.embedded import status
+    from tminus.deployments.embedded import status
 
     for name, (url, ok) in status(settings).items():
         print(f"{name:<8} {url:<28} {'up' if ok else 'down'}")
@@ -232,7 +230,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _webhook_config(settings: Settings) -> Any:
-    from deployments.webhook import WebhookConfig
+    from tminus.deployments.webhook import WebhookConfig
 
     return WebhookConfig(
         token=settings.webhook_token,
@@ -242,7 +240,7 @@ def _webhook_config(settings: Settings) -> Any:
 
 
 def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
-    from deployments.webhook import serve
+    from tminus.deployments.webhook import serve
 
     _use_embedded_prefect(settings)
     config = _webhook_config(settings)
@@ -259,8 +257,8 @@ def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from deployments.embedded import receiver_service, up
-    from deployments.serve import serve_all
+    from tminus.deployments.embedded import receiver_service, up
+    from tminus.deployments.serve import serve_all
 
     _start_services(settings)
     if not args.no_receiver:
@@ -276,7 +274,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     _start_services(settings)
-    from flows.audit import audit
+    from tminus.flows.audit import audit
 
     rows = audit(projects=args.project or None)
     for row in rows:
@@ -293,8 +291,8 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_calendar_export(args: argparse.Namespace, settings: Settings) -> int:
-    from integrations.ics import launch_calendar_ics
-    from tminus.planner import plan_launch
+    from tminus.domain.planner import plan_launch
+    from tminus.integrations.ics import launch_calendar_ics
 
     files = args.files or sorted(
         str(p) for p in (settings.launches_dir or Path("examples")).glob("*.y*ml")
@@ -315,7 +313,7 @@ def cmd_calendar_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from deployments.demo import run_demo
+    from tminus.deployments.demo import run_demo
 
     request, _ = _load(args.file, settings)
     _start_services(settings)
@@ -323,8 +321,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_playbook(args: argparse.Namespace, settings: Settings) -> int:
-    from tminus.playbook import load_playbook
-    from tminus.request import Tier
+    from tminus.domain.playbook import load_playbook
+    from tminus.domain.request import Tier
 
     playbook = load_playbook(args.file or settings.playbook)
     print(f"Playbook {playbook.name!r}: {len(playbook.activities)} activities\n")

@@ -1,6 +1,6 @@
 """The playbook: which activities each tier gets, when, by whom, and what their issues say.
 
-The default (``tminus/playbooks/default.yaml``) is the activity matrix of the launch handbooks;
+The default (``domain/playbooks/default.yaml``) is the activity matrix of the launch handbooks;
 a company points ``TMINUS_PLAYBOOK`` at its own copy. Loading validates everything, including a
 trial render of every template, so a broken playbook fails before a launch touches anything.
 """
@@ -34,10 +34,10 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from markupsafe import EscapeFormatter, Markup
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from tminus.domain.request import SLUG_PATTERN, Feature, Label, LaunchRequest, Line, Tier
+from tminus.domain.validation import clip, describe_validation_error, read_yaml_mapping
 
 from tminus.errors import PlaybookError
-from tminus.request import SLUG_PATTERN, Feature, Label, LaunchRequest, Line, Tier
-from tminus.validation import clip, describe_validation_error, read_yaml_mapping
 
 DEFAULT_PLAYBOOK = "default.yaml"
 
@@ -802,7 +802,7 @@ def _check_templates(playbook: Playbook) -> list[str]:
 
 
 def default_playbook_path() -> Path:
-    return Path(str(resources.files("tminus").joinpath("playbooks", DEFAULT_PLAYBOOK)))
+    return Path(str(resources.files("tminus.domain").joinpath("playbooks", DEFAULT_PLAYBOOK)))
 
 
 def parse_playbook(data: dict[str, Any], source: str) -> Playbook:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from tminus.plan import Plan
-from tminus.reconcile import ActionResult, Outcome
+from tminus.domain.plan import Plan
+from tminus.domain.results import ActionResult, Outcome
 
 
 def plan_markdown(plan: Plan) -> str:

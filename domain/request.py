@@ -23,9 +23,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from tminus.domain.validation import describe_validation_error, read_yaml_mapping, show_value
 
 from tminus.errors import LaunchFileError
-from tminus.validation import describe_validation_error, read_yaml_mapping, show_value
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$"
 # GitLab usernames: letters, digits, _, -, . ; no leading/trailing special character.

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from tminus.errors import LaunchFileError
-from tminus.plan import (
+from tminus.domain.plan import (
     CalendarSpec,
     CheckSpec,
     IssueRole,
@@ -19,7 +18,7 @@ from tminus.plan import (
     ref_placeholder,
     request_marker,
 )
-from tminus.playbook import (
+from tminus.domain.playbook import (
     ITEM_MAX,
     TEXT_MAX,
     TITLE_MAX,
@@ -35,7 +34,9 @@ from tminus.playbook import (
     template_context,
     time_limit,
 )
-from tminus.request import LaunchRequest
+from tminus.domain.request import LaunchRequest
+
+from tminus.errors import LaunchFileError
 
 LAUNCH_DAY = "launch-day"
 

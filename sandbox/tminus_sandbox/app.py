@@ -23,17 +23,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.control import Control, ControlMiddleware, control_routes
-from sandbox.docs_site import docs_site_routes
-from sandbox.gcal import GCalStore, gcal_routes
-from sandbox.gitlab import (
+from tminus_sandbox.control import Control, ControlMiddleware, control_routes
+from tminus_sandbox.docs_site import docs_site_routes
+from tminus_sandbox.gcal import GCalStore, gcal_routes
+from tminus_sandbox.gitlab import (
     GitLabApi,
     GitLabStore,
     RawPathMiddleware,
     gitlab_routes,
     issue_pages,
 )
-from sandbox.slack import SlackStore, slack_routes
+from tminus_sandbox.slack import SlackStore, slack_routes
 
 
 @dataclass

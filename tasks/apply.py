@@ -1,0 +1,63 @@
+"""Applying changes, the same way for every system: one task run per change, no-ops and dry
+runs reported without a call.
+
+Retries belong to the adapter (``integrations.retry``: one retry owner per external call, and a
+write whose answer was lost is looked up, not re-sent), so these task runs have no Prefect
+retries of their own. Only a ``TminusError`` (an input or an external system said no) becomes a
+failed row; any other exception is a bug and fails the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from prefect import Task
+from prefect.futures import PrefectFuture
+
+from tminus.domain.results import ActionResult, Change, Outcome, is_noop
+from tminus.errors import TminusError
+
+
+def failed(row: ActionResult, exc: TminusError) -> ActionResult:
+    """``row`` (the planned result) as failed, saying why."""
+    return replace(row, outcome=Outcome.failed, detail=str(exc))
+
+
+@dataclass
+class Applying:
+    """Changes on their way, in diff order: rows already known, and task runs still going."""
+
+    items: list[ActionResult | tuple[ActionResult, PrefectFuture[ActionResult]]] = field(
+        default_factory=list
+    )
+
+    def results(self) -> list[ActionResult]:
+        """Every row, in the order of the changes; waits for the task runs."""
+        rows = []
+        for item in self.items:
+            if isinstance(item, ActionResult):
+                rows.append(item)
+                continue
+            planned, future = item
+            try:
+                rows.append(future.result())
+            except TminusError as exc:
+                rows.append(failed(planned, exc))
+        return rows
+
+
+def apply_changes(
+    apply: Task[..., ActionResult], changes: Sequence[Change], dry_run: bool, *args: Any
+) -> Applying:
+    """Submit ``apply(*args, change)`` for every change that does something (none in a dry
+    run: the planned rows say what a real run would do)."""
+    out = Applying()
+    for change in changes:
+        planned = change.planned()
+        if dry_run or is_noop(planned):
+            out.items.append(planned)
+        else:
+            out.items.append((planned, apply.submit(*args, change)))
+    return out
