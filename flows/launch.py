@@ -26,10 +26,11 @@ from tminus.domain.playbook import load_playbook
 from tminus.domain.report import counts, plan_markdown, results_rows
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import ActionResult, Outcome
-from tminus.domain.sales import intent_note, sales_message, sent_note, sent_record
+from tminus.domain.sales import intent_note, sent_note, sent_record
 from tminus.errors import IntegrationError, MaybeSentError, TminusError
 from tminus.integrations.clients import build_calendar, build_checker, build_notifier, build_tracker
 from tminus.integrations.slack import as_markdown
+from tminus.integrations.slack_blocks import sales_message
 from tminus.settings import Settings, load_settings
 from tminus.tasks.calendar import sync_calendar
 from tminus.tasks.issues import (

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+
 from tminus.domain.request import LaunchRequest, Tier
 from tminus.domain.sales import (
     ARRIVED_BOX,
@@ -26,17 +27,16 @@ from tminus.domain.sales import (
     render_note,
     render_record,
     reply,
-    sales_message,
     sent_note,
     sent_record,
 )
+from tminus.errors import MaybeSentError, PermanentError, TransientError
 from tminus.integrations.retry import RetryPolicy
 from tminus.integrations.slack import SlackNotifier, as_markdown
+from tminus.integrations.slack_blocks import sales_message
 from tminus_sandbox.app import ThreadedServer
 from tminus_sandbox.control import Control, ControlMiddleware, control_routes
 from tminus_sandbox.slack import SlackStore, slack_routes
-
-from tminus.errors import MaybeSentError, PermanentError, TransientError
 
 TRACKING = "http://127.0.0.1:4281/marketing/launches/-/issues/1"
 FEATURES = "http://127.0.0.1:4281/features"
