@@ -64,7 +64,8 @@ def main() -> None:
     )
     from tminus.domain.playbook import default_playbook_path
     from tminus.domain.request import load_launch_file
-    from tminus.flows.launch import LaunchIncomplete, launch
+    from tminus.errors import LaunchIncomplete
+    from tminus.flows.launch import launch
     from tminus_sandbox.app import ThreadedServer, create_sandbox, free_port
 
     python = platform.python_version()
@@ -106,9 +107,9 @@ def main() -> None:
             try:
                 result = launch(request=request)
             except LaunchIncomplete as exc:
-                result = exc.summary
+                result = exc.report
             times.append(time.perf_counter() - started)
-            for row in result["results"]:
+            for row in result.rows():
                 if row["outcome"] == "failed" and row["kind"] != "page":
                     if row["kind"] == "sales" and "may or may not" in row["detail"]:
                         maybe_sent += 1

@@ -7,6 +7,7 @@ playbook, settings) · 3 an external system refused (GitLab, Prefect).
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import os
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tminus.errors import InputError, IntegrationError, TminusError
+from tminus.errors import InputError, IntegrationError, LaunchIncomplete, TminusError
 from tminus.settings import Settings, load_settings
 
 EXIT_FAILED_ACTIONS = 1
@@ -88,8 +89,8 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
 
     request, _ = _load(args.file, settings)  # before any side effect, even starting servers
     _start_services(settings)
-    from tminus.domain.results import ActionResult, Outcome
-    from tminus.flows.launch import LaunchIncomplete, launch
+    from tminus.domain.report import LaunchReport
+    from tminus.flows.launch import launch
 
     state = _run_with_approval(
         lambda: launch(request=request, dry_run=args.dry_run, return_state=True)
@@ -97,10 +98,9 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
     run_id = state.state_details.flow_run_id
     outcome = state.result(raise_on_failure=False)
     run_url = f"{_ui_url()}/runs/flow-run/{run_id}"
-    summary: dict[str, Any] | None = None
     code = 0
     if isinstance(outcome, LaunchIncomplete):
-        summary, code = outcome.summary, EXIT_FAILED_ACTIONS
+        report, code = outcome.report, EXIT_FAILED_ACTIONS
     elif isinstance(outcome, InputError):
         raise outcome
     elif isinstance(outcome, BaseException):
@@ -108,27 +108,16 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Run: {run_url}", file=sys.stderr)
         return EXIT_INTEGRATION if isinstance(outcome, IntegrationError) else 1
     else:
-        summary = outcome
-    assert summary is not None
-    results = [
-        ActionResult(
-            key=r["key"],
-            kind=r["kind"],
-            title=r["title"],
-            outcome=Outcome(r["outcome"]),
-            url=r["link"] or None,
-            detail=r["detail"],
-        )
-        for r in summary["results"]
-    ]
+        report = outcome
+    assert isinstance(report, LaunchReport)
     mode = "Dry run of" if args.dry_run else "Launch"
-    tally = ", ".join(f"{n} {k}" for k, n in summary["counts"].items() if n)
+    tally = ", ".join(f"{n} {k}" for k, n in report.counts.items() if n)
     print(f"{mode} {request.slug} ({request.tier.value}, {request.launch_date}): {tally}")
-    for warning in summary["warnings"]:
+    for warning in report.warnings:
         print(f"  ⚠ {warning}")
-    print(results_text(results))
-    if summary["tracking_url"]:
-        print(f"\nTracking issue: {summary['tracking_url']}")
+    print(results_text(list(report.results)))
+    if report.tracking_url:
+        print(f"\nTracking issue: {report.tracking_url}")
     print(f"Prefect run:    {run_url}")
     print(f"Prefect UI:     {_ui_url()}")
     if "PREFECT_API_URL" in os.environ and settings.embedded:
@@ -159,7 +148,8 @@ def _run_with_approval(run: Any) -> Any:
             except BaseException as exc:  # re-raised in the main thread
                 box["error"] = exc
 
-    thread = threading.Thread(target=work, daemon=True)
+    # The flow sees this thread's context (settings given by ``use_settings``, for one).
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
     thread.start()
     asked: set[Any] = set()
     with get_client(sync_client=True) as client:

@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from tminus.domain import markers
 from tminus.domain.issues import DROPPED_LABEL, IssueState
 
 STATUS_LABEL_PREFIX = "launch-status::"
 STATUSES = ("on-track", "at-risk", "ready")
-AUDIT_NOTE_MARKER = "tminus:audit"
-REMINDER_MARKER = "tminus:reminder"
+AUDIT_NOTE_MARKER = markers.AUDIT
+REMINDER_MARKER = markers.REMINDER
 
 
 @dataclass(frozen=True)

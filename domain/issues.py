@@ -1,4 +1,5 @@
-"""Reconcile, the pure part: what an issue tracker must offer, and what to change in an issue.
+"""GitLab issues, the pure part: the tracker port, and the diff of the plan against the issues
+a tracker has, as typed changes (``IssueChange``) that ``tminus.tasks.issues`` applies.
 
 An issue's description has two parts split by its key marker (an HTML comment, invisible in
 GitLab): above it the *managed* text tminus renders from the playbook, below it whatever people
@@ -13,7 +14,15 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
 
-from tminus.domain.plan import KEY_MARKER_PATTERN, REF_PATTERN, IssueRole, IssueSpec, key_marker
+from tminus.domain.plan import (
+    KEY_MARKER_PATTERN,
+    REF_PATTERN,
+    IssueRole,
+    IssueSpec,
+    Plan,
+    key_marker,
+)
+from tminus.domain.results import ActionResult, Outcome
 
 # Labels tminus owns: a label with one of these prefixes that the plan does not ask for is
 # removed (a tier change moves an issue from launch-tier::L1 to launch-tier::L2).
@@ -79,6 +88,10 @@ class IssueTracker(Protocol):
     def list_issues(
         self, project: str, labels: list[str], state: str = "opened"
     ) -> list[IssueState]: ...
+
+    def project_labels(self, project: str) -> set[str]:
+        """The names of the project's labels."""
+        ...
 
     def ensure_labels(self, project: str, labels: list[str]) -> list[str]:
         """Create the labels the project lacks; return the ones created."""
@@ -215,3 +228,166 @@ def drop_write(existing: IssueState) -> IssueWrite | None:
     if existing.state == "closed":
         return None
     return IssueWrite(state_event="close", add_labels=(DROPPED_LABEL,))
+
+
+# --- the diff as typed changes ----------------------------------------------------------------
+
+
+def _row(spec: IssueSpec, outcome: Outcome, existing: IssueState | None = None) -> ActionResult:
+    return ActionResult(
+        key=spec.key,
+        kind=spec.role.value,
+        title=spec.title,
+        outcome=outcome,
+        url=existing.web_url if existing else None,
+        iid=existing.iid if existing else None,
+    )
+
+
+@dataclass(frozen=True)
+class CreateLabels:
+    """Create the labels the launch uses that the project lacks."""
+
+    slug: str
+    missing: tuple[str, ...]
+    total: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.slug}/labels"
+
+    def planned(self) -> ActionResult:
+        n = len(self.missing)
+        return ActionResult(
+            key=self.key,
+            kind="labels",
+            title="Labels",
+            outcome=Outcome.created if n else Outcome.unchanged,
+            detail=f"{n} of {self.total} created" if n else f"all {self.total} present",
+        )
+
+
+@dataclass(frozen=True)
+class CreateIssue:
+    spec: IssueSpec
+    write: IssueWrite
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    def planned(self) -> ActionResult:
+        return _row(self.spec, Outcome.created)
+
+
+@dataclass(frozen=True)
+class UpdateIssue:
+    """Send the fields that drifted (``write``); an empty write is a no-op."""
+
+    spec: IssueSpec
+    existing: IssueState
+    write: IssueWrite
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    def planned(self) -> ActionResult:
+        if self.write.is_empty():
+            return _row(self.spec, Outcome.unchanged, self.existing)
+        row = _row(self.spec, Outcome.updated, self.existing)
+        row.detail = "changed: " + ", ".join(self.write.changed_fields())
+        return row
+
+
+@dataclass(frozen=True)
+class DropIssue:
+    """Close an issue whose activity no longer applies, saying why; never delete it."""
+
+    existing: IssueState
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return self.existing.key or ""
+
+    @property
+    def write(self) -> IssueWrite | None:
+        return drop_write(self.existing)
+
+    @property
+    def note(self) -> str:
+        return f"tminus: {self.reason}. Closed; it reopens if the activity comes back."
+
+    def planned(self) -> ActionResult:
+        closing = self.write is not None
+        return ActionResult(
+            key=self.key,
+            kind="dropped",
+            title=self.existing.title,
+            outcome=Outcome.closed if closing else Outcome.unchanged,
+            url=self.existing.web_url,
+            iid=self.existing.iid,
+            detail=self.reason if closing else "already closed",
+        )
+
+
+@dataclass(frozen=True)
+class LinkIssues:
+    """Link the launch's issues to its tracking issue (GitLab's related issues)."""
+
+    tracking_iid: int
+    missing: tuple[int, ...]
+    total: int
+
+    @property
+    def key(self) -> str:
+        return f"tracking#{self.tracking_iid}/links"
+
+    def planned(self) -> ActionResult:
+        n = len(self.missing)
+        return ActionResult(
+            key=self.key,
+            kind="links",
+            title="Links to the tracking issue",
+            outcome=Outcome.created if n else Outcome.unchanged,
+            detail=f"{n} added" if n else f"all {self.total} linked",
+        )
+
+
+IssueChange = CreateLabels | CreateIssue | UpdateIssue | DropIssue | LinkIssues
+
+
+def label_change(plan: Plan, have: set[str]) -> CreateLabels:
+    labels = plan.labels()
+    missing = tuple(label for label in labels if label not in have)
+    return CreateLabels(plan.request.slug, missing, len(labels))
+
+
+def issue_change(
+    spec: IssueSpec,
+    existing: IssueState | None,
+    *,
+    refs: dict[str, int],
+    assignee_id: int | None,
+) -> CreateIssue | UpdateIssue:
+    """Create the issue, or update the fields that drifted (a no-op when none did)."""
+    managed = fill_refs(spec.description, refs)
+    if existing is None:
+        return CreateIssue(spec, new_issue(spec, managed=managed, assignee_id=assignee_id))
+    write = diff_issue(spec, existing, managed=managed, assignee_id=assignee_id)
+    return UpdateIssue(spec, existing, write)
+
+
+def drop_changes(plan: Plan, existing: dict[str, IssueState]) -> list[DropIssue]:
+    """Close the issues of activities the launch no longer has (tier or playbook changed)."""
+    planned = {spec.key for spec in plan.all_issues}
+    reason = (
+        f"this activity is not part of the {plan.request.tier.value} launch any more "
+        f"(playbook {plan.playbook})"
+    )
+    return [DropIssue(s, reason) for key, s in existing.items() if key not in planned]
+
+
+def link_change(tracking_iid: int, iids: list[int], linked: set[int]) -> LinkIssues:
+    return LinkIssues(tracking_iid, tuple(i for i in iids if i not in linked), len(iids))

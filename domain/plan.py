@@ -15,6 +15,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict
 
+from tminus.domain import markers
 from tminus.domain.request import LaunchRequest
 
 # The reconciler replaces these with real issue references (#12) once the issues exist.
@@ -119,25 +120,25 @@ class Plan(BaseModel):
 
 
 def key_marker_prefix(slug: str) -> str:
-    return f"tminus:key={slug}/"
+    return f"{markers.KEY}{slug}/"
 
 
 def key_marker(key: str) -> str:
     """The hidden line that ties an issue to its key; searched for in GitLab."""
     return (
-        f"<!-- tminus:key={key} (managed by tminus: text above this line is rewritten on "
+        f"<!-- {markers.KEY}{key} (managed by tminus: text above this line is rewritten on "
         "each run; write your own notes below it) -->"
     )
 
 
-KEY_MARKER_PATTERN = re.compile(r"<!-- tminus:key=([a-z0-9/-]+)\b[^>]*-->")
-REQUEST_MARKER_PATTERN = re.compile(r"<!-- tminus:request ([A-Za-z0-9_=-]+) -->")
+KEY_MARKER_PATTERN = markers.KEY_PATTERN
+REQUEST_MARKER_PATTERN = markers.REQUEST_PATTERN
 
 
 def request_marker(request: LaunchRequest) -> str:
     """The launch request, hidden in the tracking issue so the audit can re-plan the launch."""
     data = base64.urlsafe_b64encode(request.model_dump_json().encode()).decode()
-    return f"<!-- tminus:request {data} -->"
+    return markers.comment(markers.REQUEST, data)
 
 
 def request_from_description(description: str) -> LaunchRequest | None:

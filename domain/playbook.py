@@ -588,7 +588,8 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one argument")
                 kwargs, args = args[0], ()
-            return type(f_self)(formatter.vformat(f_self, args, kwargs))
+            result: str = type(f_self)(formatter.vformat(f_self, args, kwargs))
+            return result
 
         return functools.update_wrapper(wrapper, value)
 

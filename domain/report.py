@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
-from tminus.domain.plan import Plan
+from tminus.domain.plan import IssueRole, Plan
 from tminus.domain.results import ActionResult, Outcome
 
 
@@ -86,3 +87,34 @@ def results_text(results: list[ActionResult]) -> str:
         detail = f"  ({res.detail})" if res.detail else ""
         lines.append(f"  {res.outcome.value:<9} {res.kind:<9} {res.title}{link}{detail}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class LaunchReport:
+    """What a launch run did (or, in a dry run, would do): the launch flow's return value."""
+
+    launch: str
+    dry_run: bool
+    results: tuple[ActionResult, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def tracking(self) -> ActionResult | None:
+        return next((r for r in self.results if r.kind == IssueRole.tracking.value), None)
+
+    @property
+    def tracking_url(self) -> str | None:
+        return self.tracking.url if self.tracking else None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return counts(list(self.results))
+
+    @property
+    def failed(self) -> list[ActionResult]:
+        """Failed rows that fail the launch. A failing page lowers readiness and shows in the
+        results; it does not fail the launch."""
+        return [r for r in self.results if r.outcome is Outcome.failed and r.kind != "page"]
+
+    def rows(self) -> list[dict[str, str]]:
+        return results_rows(list(self.results))

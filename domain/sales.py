@@ -27,13 +27,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from tminus.domain import markers
+from tminus.domain.plan import Plan
 from tminus.domain.request import LaunchRequest, Tier
+from tminus.domain.results import ActionResult, Outcome
 
 Decision = Literal["announce", "correct"]
 
-NOTE_MARKER = "<!-- tminus:sales-"  # both markers below start with it: finds the sales note
-RECORD_PATTERN = re.compile(r"<!-- tminus:sales-notified (\{[^\n]*?\}) -->")
-PENDING_PATTERN = re.compile(r"<!-- tminus:sales-pending (\{[^\n]*?\}) -->")
+NOTE_MARKER = markers.SALES  # both markers below start with it: finds the sales note
+RECORD_PATTERN = markers.SALES_SENT_PATTERN
+PENDING_PATTERN = markers.SALES_PENDING_PATTERN
 ARRIVED_BOX = "It arrived in the sales channel: record it as sent"
 RESEND_BOX = "It did not arrive: send it again"
 _TICKED = re.compile(r"^\s*[-*]\s*\[[xX]\]\s*(.+?)\s*$", re.MULTILINE)
@@ -85,7 +88,7 @@ def render_record(record: SentRecord) -> str:
         record.model_dump(mode="json", exclude={"attempt"}, exclude_none=True),
         separators=(",", ":"),
     )
-    return f"<!-- tminus:sales-notified {data} -->"
+    return markers.comment(markers.SALES_SENT, data)
 
 
 def parse_record(text: str) -> SentRecord | None:
@@ -173,7 +176,7 @@ def render_note(note: SalesNote, when: str) -> str:
             f"(Or comment `{reply(note.pending, 'arrived')}` or "
             f"`{reply(note.pending, 'resend')}` on this issue.)",
             "",
-            f"<!-- tminus:sales-pending {data} -->",
+            markers.comment(markers.SALES_PENDING, data),
             "",
         ]
     if note.sent is None and note.pending is None:
@@ -226,3 +229,45 @@ def needs_message(previous: SentRecord | None, current: SentRecord) -> Decision 
     if previous.tier != current.tier or previous.launch_date != current.launch_date:
         return "correct"
     return None
+
+
+# --- the diff: what sales must hear now ------------------------------------------------------
+
+MAYBE_SENT = (
+    "a message to sales may or may not have reached the channel (Slack's answer was lost, or "
+    "a run stopped while posting). Nothing is posted again until a PMM checks the channel and "
+    "ticks a box on the tracking issue's sales note; then run the launch again"
+)
+
+
+@dataclass(frozen=True)
+class SalesState:
+    """The sales note as observed on the tracking issue, and what it means for the launch now
+    (the diff): announce, correct, nothing (None), or "unknown" (maybe sent)."""
+
+    decision: Decision | Literal["unknown"] | None
+    note_id: int | None
+    note: SalesNote  # as found, with a PMM's replies applied
+
+    @property
+    def what(self) -> str:
+        return "announcement" if self.decision == "announce" else "correction"
+
+    @property
+    def outcome(self) -> Outcome:
+        """The row's outcome once the message went out (or for a dry run)."""
+        return {None: Outcome.unchanged, "announce": Outcome.created}.get(
+            self.decision, Outcome.updated
+        )
+
+
+def diff_sales(note_id: int | None, note: SalesNote, request: LaunchRequest) -> SalesState:
+    return SalesState(decide(note, sent_record(request)), note_id, note)
+
+
+def sales_row(plan: Plan, outcome: Outcome, detail: str, url: str | None = None) -> ActionResult:
+    """The sales notification's row of the results table."""
+    key = plan.notification.key if plan.notification else f"{plan.request.slug}/notify"
+    return ActionResult(
+        key=key, kind="sales", title="Sales notification", outcome=outcome, url=url, detail=detail
+    )

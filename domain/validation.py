@@ -137,7 +137,7 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML stubs
             target = self.anchors.get(event.anchor)
             if target is not None:
                 size = self._sizes.get(id(target))
@@ -152,7 +152,7 @@ class _BoundedLoader(yaml.SafeLoader):
                 self._add(size, event.start_mark)
             return super().compose_node(parent, index)
         start = self._count
-        self._add(1, self.peek_event().start_mark)
+        self._add(1, self.peek_event().start_mark)  # type: ignore[no-untyped-call]
         node = super().compose_node(parent, index)
         self._sizes[id(node)] = self._count - start
         return node

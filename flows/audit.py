@@ -27,6 +27,7 @@ from tminus.domain.plan import key_marker_prefix, request_from_description
 from tminus.domain.planner import plan_launch
 from tminus.domain.playbook import Playbook, load_playbook
 from tminus.domain.results import Outcome
+from tminus.errors import TminusError
 from tminus.integrations.clients import build_calendar, build_checker, build_tracker
 from tminus.settings import Settings, load_settings
 
@@ -81,7 +82,7 @@ def audit_one(
             settings.calendar_id, request.slug, list(plan.calendar), dry_run=True
         )
         calendar_drift = sum(1 for r in cal if r.outcome is not Outcome.unchanged)
-    except Exception as exc:  # the calendar being down must not stop the audit
+    except TminusError as exc:  # the calendar being down must not stop the audit
         get_run_logger().warning("Calendar check of %s failed: %s", request.slug, exc)
 
     audit = audit_launch(
@@ -166,7 +167,7 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
     for future in futures:
         try:
             rows.append(future.result())
-        except Exception as exc:
+        except TminusError as exc:
             rows.append({"launch": "?", "status": "failed", "detail": str(exc)})
     create_table_artifact(
         key="launch-audit",

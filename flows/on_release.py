@@ -84,6 +84,6 @@ def on_release(release: Release) -> dict[str, Any]:
         outcome["cancelled"] = result.outcome.value
         outcome["tracking_url"] = result.url
         return outcome
-    summary = launch(request=request)
-    outcome.update(counts=summary["counts"], tracking_url=summary["tracking_url"])
+    report = launch(request=request)
+    outcome.update(counts=report.counts, tracking_url=report.tracking_url)
     return outcome

@@ -6,12 +6,16 @@ else; flows and tasks receive ready adapters.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from tminus.domain.issues import IssueTracker
+from tminus.integrations.gcal import LaunchCalendar
 from tminus.integrations.gcal import build_calendar as build_calendar
 from tminus.integrations.gitlab import GitLabTracker
 from tminus.integrations.gitlab import build_tracker as build_tracker
 from tminus.integrations.pages import PageChecker
 from tminus.integrations.retry import retry_policy
-from tminus.integrations.slack import SlackNotifier
+from tminus.integrations.slack import SalesChannel, SlackNotifier
 from tminus.settings import Settings
 
 
@@ -23,9 +27,31 @@ def build_checker(settings: Settings) -> PageChecker:
     )
 
 
-def build_notifier(settings: Settings) -> SlackNotifier | None:
+def build_notifier(settings: Settings) -> SalesChannel | None:
     url = settings.sales_webhook
     return SlackNotifier(url, retry=retry_policy(settings)) if url else None
+
+
+@dataclass(frozen=True)
+class Systems:
+    """Every system a launch talks to, as ready adapters (ports)."""
+
+    tracker: IssueTracker
+    calendar: LaunchCalendar
+    calendar_id: str
+    pages: PageChecker
+    notifier: SalesChannel | None
+
+
+def connect(settings: Settings) -> Systems:
+    """The adapters the settings describe. Builds clients only: no request is sent."""
+    return Systems(
+        tracker=build_tracker(settings),
+        calendar=build_calendar(settings),
+        calendar_id=settings.calendar_id,
+        pages=build_checker(settings),
+        notifier=build_notifier(settings),
+    )
 
 
 __all__ = ["GitLabTracker", "build_calendar", "build_checker", "build_notifier", "build_tracker"]

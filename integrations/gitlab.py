@@ -241,12 +241,14 @@ class GitLabTracker:
             for i in issues
         ]
 
-    def ensure_labels(self, project: str, labels: list[str]) -> list[str]:
+    def project_labels(self, project: str) -> set[str]:
         proj = self._project(project)
         resource = f"labels of {project}"
-        existing = {
-            lbl.name for lbl in self._call(resource, lambda: proj.labels.list(get_all=True))
-        }
+        return {lbl.name for lbl in self._call(resource, lambda: proj.labels.list(get_all=True))}
+
+    def ensure_labels(self, project: str, labels: list[str]) -> list[str]:
+        proj = self._project(project)
+        existing = self.project_labels(project)
         created = []
         for name in labels:
             if name in existing:

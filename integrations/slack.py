@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
 
-from tminus.errors import PermanentError, TransientError
+from tminus.errors import PermanentError, SettingsError, TransientError
 from tminus.integrations.retry import RetryPolicy, parse_retry_after
 
 SYSTEM = "Slack"
@@ -99,6 +99,16 @@ def _code(response: httpx.Response) -> str:
     return first if _CODE.match(first) else "unexpected_answer"
 
 
+class SalesChannel(Protocol):
+    """Where the sales message goes (a Slack incoming webhook, or memory). Write only:
+    what was posted cannot be read back, so it is recorded on the tracking issue."""
+
+    def post(self, payload: dict[str, Any]) -> None:
+        """Post one message; raise ``PermanentError`` (not posted), ``TransientError`` (not
+        posted after every attempt) or ``MaybeSentError`` (it may have been posted)."""
+        ...
+
+
 class SlackNotifier:
     """Posts messages to one Slack incoming webhook."""
 
@@ -113,7 +123,9 @@ class SlackNotifier:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             # Deliberately not quoting the value: it is a secret.
-            raise ValueError("the Slack webhook URL must be an http(s) URL")
+            raise SettingsError(
+                "TMINUS_SLACK_WEBHOOK_URL", ["must be an http(s) URL: copy it from Slack"]
+            )
         self._url = SecretStr(url)
         self.host = parts.hostname
         self.timeout = timeout

@@ -61,3 +61,14 @@ def apply_changes(
         else:
             out.items.append((planned, apply.submit(*args, change)))
     return out
+
+
+def settle(
+    future: PrefectFuture[list[ActionResult]], key: str, kind: str, title: str
+) -> list[ActionResult]:
+    """A task run's rows, or one failed row when it raised a ``TminusError``."""
+    try:
+        return future.result()
+    except TminusError as exc:
+        row = ActionResult(key=key, kind=kind, title=title, outcome=Outcome.unchanged)
+        return [failed(row, exc)]

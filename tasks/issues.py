@@ -1,5 +1,6 @@
-"""Prefect tasks around the issue tracker: run names, no caching, no business rules (each
-GitLab call has its retries in the adapter: ``integrations.retry``).
+"""GitLab issues as Prefect tasks: observe (read only), apply one change per task run; the
+diff between them is pure (``tminus.domain.issues``). No caching and no Prefect retries: each
+GitLab call has its retries in the adapter (``integrations.retry``).
 
 Nothing here is cached by Prefect on purpose: idempotency comes from looking each issue up in
 GitLab by its key, so an issue someone deleted or edited is noticed on the next run.
@@ -11,27 +12,36 @@ import logging
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 
+from tminus.domain import markers
 from tminus.domain.issues import (
     CANCELLED_LABEL,
+    CreateIssue,
+    CreateLabels,
+    DropIssue,
+    IssueChange,
     IssueState,
     IssueTracker,
     IssueWrite,
-    diff_issue,
-    drop_write,
-    fill_refs,
-    new_issue,
+    LinkIssues,
+    UpdateIssue,
+    drop_changes,
+    issue_change,
+    label_change,
+    link_change,
 )
 from tminus.domain.plan import IssueSpec, Plan, key_marker_prefix
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import ActionResult, Outcome
-from tminus.errors import PermanentError
+from tminus.errors import PermanentError, TminusError
+from tminus.tasks.apply import apply_changes
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
     try:
         return get_run_logger()
-    except Exception:  # called with .fn() outside a run
+    except MissingContextError:  # called with .fn() outside a run
         return logging.getLogger("tminus")
 
 
@@ -62,8 +72,8 @@ def check_gitlab(tracker: IssueTracker, plan: Plan) -> dict[str, int]:
     return ids
 
 
-@task(name="find-launch-issues", cache_policy=NO_CACHE)
-def find_launch_issues(tracker: IssueTracker, plan: Plan) -> dict[str, IssueState]:
+@task(name="observe-launch-issues", cache_policy=NO_CACHE)
+def observe_launch_issues(tracker: IssueTracker, plan: Plan) -> dict[str, IssueState]:
     """Every issue GitLab has for this launch, by key (oldest wins if a key appears twice)."""
     found: dict[str, IssueState] = {}
     for state in tracker.find_issues(
@@ -83,113 +93,88 @@ def find_launch_issues(tracker: IssueTracker, plan: Plan) -> dict[str, IssueStat
     return found
 
 
-@task(name="ensure-labels", cache_policy=NO_CACHE)
-def ensure_labels(tracker: IssueTracker, plan: Plan, dry_run: bool = False) -> ActionResult:
-    """Create the labels the launch uses that the project lacks."""
-    labels = plan.labels()
-    if dry_run:
-        return ActionResult(
-            f"{plan.request.slug}/labels",
-            "labels",
-            "Labels",
-            Outcome.unchanged,
-            detail=f"{len(labels)} labels (not checked in a dry run)",
-        )
-    created = tracker.ensure_labels(plan.request.project, labels)
-    return ActionResult(
-        key=f"{plan.request.slug}/labels",
-        kind="labels",
-        title="Labels",
-        outcome=Outcome.created if created else Outcome.unchanged,
-        detail=f"{len(created)} of {len(labels)} created"
-        if created
-        else f"all {len(labels)} present",
-    )
+@task(name="observe-labels", cache_policy=NO_CACHE)
+def observe_labels(tracker: IssueTracker, project: str) -> set[str]:
+    """The project's label names (read only)."""
+    return tracker.project_labels(project)
 
 
-@task(name="ensure-issue", task_run_name="ensure {spec.key}", cache_policy=NO_CACHE)
-def ensure_issue(
-    tracker: IssueTracker,
-    project: str,
-    spec: IssueSpec,
-    existing: IssueState | None,
-    assignee_id: int | None,
-    refs: dict[str, int],
-    dry_run: bool = False,
-) -> ActionResult:
-    """Find the issue by key; create it if missing, update the fields that drifted, or leave it."""
-    managed = fill_refs(spec.description, refs)
-    result = ActionResult(
-        key=spec.key, kind=spec.role.value, title=spec.title, outcome=Outcome.unchanged
-    )
-    if existing is None:
-        result.outcome = Outcome.created
-        if not dry_run:
-            state = tracker.create_issue(
-                project, new_issue(spec, managed=managed, assignee_id=assignee_id), spec.labels
-            )
-            result.url, result.iid = state.web_url, state.iid
-        return result
-    result.url, result.iid = existing.web_url, existing.iid
-    write = diff_issue(spec, existing, managed=managed, assignee_id=assignee_id)
-    if write.is_empty():
-        return result
-    result.outcome = Outcome.updated
-    result.detail = "changed: " + ", ".join(write.changed_fields())
-    if not dry_run:
-        tracker.update_issue(project, existing.iid, write)
-    return result
+@task(name="observe-links", cache_policy=NO_CACHE)
+def observe_links(tracker: IssueTracker, project: str, iid: int) -> set[int]:
+    """The issues linked to ``iid`` (read only)."""
+    return tracker.linked_iids(project, iid)
 
 
-@task(name="drop-issue", task_run_name="drop {existing.key}", cache_policy=NO_CACHE)
-def drop_issue(
-    tracker: IssueTracker, project: str, existing: IssueState, reason: str, dry_run: bool = False
-) -> ActionResult:
-    """Close an issue whose activity no longer applies, saying why; never delete it."""
-    result = ActionResult(
-        key=existing.key or "",
-        kind="dropped",
-        title=existing.title,
-        outcome=Outcome.unchanged,
-        url=existing.web_url,
-        iid=existing.iid,
-    )
-    write = drop_write(existing)
-    if write is None:
-        result.detail = "already closed"
-        return result
-    result.outcome = Outcome.closed
-    result.detail = reason
-    if not dry_run:
-        # Note first, so a closed issue always says why; GitLab is asked first, because an
-        # earlier attempt or run may have posted it and then failed to close the issue.
-        note = f"tminus: {reason}. Closed; it reopens if the activity comes back."
-        if tracker.find_note(project, existing.iid, note) is None:
-            tracker.add_note(project, existing.iid, note)
-        tracker.update_issue(project, existing.iid, write)
-    return result
+@task(name="apply-issue-change", task_run_name="{change.key}", cache_policy=NO_CACHE)
+def apply_issue_change(tracker: IssueTracker, project: str, change: IssueChange) -> ActionResult:
+    """Apply one change to GitLab and return its row (with the issue's URL and iid)."""
+    row = change.planned()
+    match change:
+        case CreateLabels(missing=missing):
+            tracker.ensure_labels(project, list(missing))
+        case CreateIssue(spec=spec, write=write):
+            state = tracker.create_issue(project, write, spec.labels)
+            row.url, row.iid = state.web_url, state.iid
+        case UpdateIssue(existing=existing, write=write):
+            tracker.update_issue(project, existing.iid, write)
+        case DropIssue(existing=existing, write=write) if write is not None:
+            # Note first, so a closed issue always says why; GitLab is asked first, because an
+            # earlier attempt or run may have posted it and then failed to close the issue.
+            if tracker.find_note(project, existing.iid, change.note) is None:
+                tracker.add_note(project, existing.iid, change.note)
+            tracker.update_issue(project, existing.iid, write)
+        case LinkIssues(tracking_iid=tracking_iid, missing=missing):
+            for iid in missing:
+                tracker.link_issues(project, tracking_iid, iid)
+    return row
 
 
-@task(name="ensure-links", cache_policy=NO_CACHE)
-def ensure_links(
-    tracker: IssueTracker, project: str, tracking_iid: int, iids: list[int], dry_run: bool = False
-) -> ActionResult:
-    """Link every launch issue to the tracking issue (GitLab's related issues)."""
-    linked = tracker.linked_iids(project, tracking_iid)
-    missing = [iid for iid in iids if iid not in linked]
-    if not dry_run:
-        for iid in missing:
-            tracker.link_issues(project, tracking_iid, iid)
-    return ActionResult(
-        key=f"tracking#{tracking_iid}/links",
-        kind="links",
-        title="Links to the tracking issue",
-        outcome=Outcome.created if missing else Outcome.unchanged,
-        detail=f"{len(missing)} added" if missing else f"all {len(iids)} linked",
-    )
+def _failed_row(key: str, kind: str, title: str, exc: TminusError) -> ActionResult:
+    return ActionResult(key=key, kind=kind, title=title, outcome=Outcome.failed, detail=str(exc))
 
 
-CANCEL_NOTE_MARKER = "tminus:cancelled"
+def reconcile_issues(
+    tracker: IssueTracker, plan: Plan, user_ids: dict[str, int], dry_run: bool = False
+) -> list[ActionResult]:
+    """Bring GitLab to the plan, observe -> diff -> apply, in three rounds because later
+    issues refer to earlier ones: labels with the activity and sister issues; then the tracking
+    issue (its checklist links them by number) with the drops; then the links."""
+    project = plan.request.project
+    slug = plan.request.slug
+    existing = observe_launch_issues(tracker, plan)
+
+    def change(spec: IssueSpec, refs: dict[str, int]) -> IssueChange:
+        assignee = user_ids.get(spec.assignee) if spec.assignee else None
+        return issue_change(spec, existing.get(spec.key), refs=refs, assignee_id=assignee)
+
+    first: list[IssueChange] = [change(spec, {}) for spec in plan.issues]
+    rows: list[ActionResult] = []
+    try:
+        first.insert(0, label_change(plan, observe_labels(tracker, project)))
+    except TminusError as exc:
+        # Not fatal: GitLab also creates the labels an issue names (without our colors).
+        rows.append(_failed_row(f"{slug}/labels", "labels", "Labels", exc))
+    rows += apply_changes(apply_issue_change, first, dry_run, tracker, project).results()
+    keys = {spec.key for spec in plan.issues}
+    refs = {r.key: r.iid for r in rows if r.key in keys and r.iid is not None}
+
+    second = [change(plan.tracking, refs), *drop_changes(plan, existing)]
+    done = apply_changes(apply_issue_change, second, dry_run, tracker, project).results()
+    rows += done
+    tracking = done[0]
+    if tracking.iid is not None and refs:
+        try:
+            linked = observe_links(tracker, project, tracking.iid)
+        except TminusError as exc:
+            title = "Links to the tracking issue"
+            rows.append(_failed_row(f"{plan.tracking.key}/links", "links", title, exc))
+        else:
+            links = link_change(tracking.iid, list(refs.values()), linked)
+            rows += apply_changes(apply_issue_change, [links], dry_run, tracker, project).results()
+    return rows
+
+
+CANCEL_NOTE_MARKER = markers.CANCELLED
 
 
 @task(name="cancel-launch", cache_policy=NO_CACHE)

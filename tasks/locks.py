@@ -38,7 +38,7 @@ from prefect.runtime import flow_run
 from prefect.states import Crashed
 from prefect.variables import Variable
 
-from tminus.errors import TminusError
+from tminus.errors import LockLost, LockTimeout
 
 LOCK_WAIT_SECONDS = 1800.0
 LEASE_SECONDS = 60.0  # Prefect's shortest lease; renewed at every beat
@@ -50,15 +50,6 @@ STALE_SECONDS = 6.0
 MIN_LOOKS = 6
 POLL_SECONDS = 0.5
 log = logging.getLogger("tminus.locks")
-
-
-class LockTimeout(TimeoutError):
-    """The launch stayed locked by a live run for the whole wait."""
-
-
-class LockLost(TminusError):
-    """This run could not keep its launch lock (Prefect unreachable, or another run took it
-    over): it stops before writing anything more."""
 
 
 def lock_name(slug: str) -> str:

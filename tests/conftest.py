@@ -16,7 +16,7 @@ import yaml
 
 from tminus.domain.playbook import Playbook, default_playbook_path, load_playbook
 from tminus.domain.request import LaunchRequest, load_launch_file
-from tminus.settings import Settings, load_settings
+from tminus.settings import Settings, load_settings, use_settings
 from tminus_sandbox.app import Sandbox, ThreadedServer, create_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,14 +102,16 @@ def sandbox_env(url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def settings(
-    sandbox: SandboxClient, monkeypatch: pytest.MonkeyPatch, no_approval_playbook: Path
-) -> Settings:
-    """Settings pointing at the sandbox, also exported for flows that load their own."""
-    env = {**sandbox_env(sandbox.url), "TMINUS_PLAYBOOK": str(no_approval_playbook)}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return load_settings(env)
+def settings_env(sandbox: SandboxClient, no_approval_playbook: Path) -> dict[str, str]:
+    """The settings as environment variables, for processes a test starts."""
+    return {**sandbox_env(sandbox.url), "TMINUS_PLAYBOOK": str(no_approval_playbook)}
+
+
+@pytest.fixture
+def settings(settings_env: dict[str, str]) -> Iterator[Settings]:
+    """Settings pointing at the sandbox; flows a test calls run with them (``use_settings``)."""
+    with use_settings(load_settings(settings_env)) as given:
+        yield given
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from tminus.domain.report import LaunchReport
 from tminus.domain.request import LaunchRequest
 from tminus.flows.launch import launch
-from tminus.settings import Settings
+from tminus.settings import Settings, use_settings
 
 from .conftest import SandboxClient
 
@@ -43,8 +44,8 @@ def messages(sandbox: SandboxClient) -> list[dict[str, Any]]:
     return rows
 
 
-def rows(result: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [r for r in result["results"] if r["kind"] == kind]
+def rows(result: LaunchReport, kind: str) -> list[dict[str, Any]]:
+    return [r for r in result.rows() if r["kind"] == kind]
 
 
 def test_launch_fills_calendar_checks_pages_and_tells_sales_once(
@@ -112,11 +113,10 @@ def test_private_docs_address_is_refused_unfetched(
     sandbox: SandboxClient,
     settings: Settings,
     l3: LaunchRequest,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("TMINUS_PAGES_ALLOW_PRIVATE", "false")
     request = retarget(l3, sandbox.url)
-    result = launch(request=request)
+    with use_settings(settings.model_copy(update={"pages_allow_private": False})):
+        result = launch(request=request)
     (docs,) = [r for r in rows(result, "page") if r["title"].startswith("Docs")]
     assert docs["outcome"] == "failed" and "private" in docs["detail"]
     assert not [r for r in sandbox.requests() if r["path"].startswith("/docs")]
@@ -126,17 +126,21 @@ def test_l1_sales_message_waits_for_approval(
     sandbox: SandboxClient,
     settings: Settings,
     l1: LaunchRequest,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState
     from prefect.client.schemas.objects import StateType
     from prefect.flow_runs import resume_flow_run
 
-    monkeypatch.delenv("TMINUS_PLAYBOOK")  # the default playbook: L1 needs approval
+    default_playbook = settings.model_copy(update={"playbook": None})  # L1 needs approval
     request = retarget(l1, sandbox.url)
     done: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: done.update(result=launch(request=request)))
+
+    def run() -> None:
+        with use_settings(default_playbook):
+            done.update(result=launch(request=request))
+
+    worker = threading.Thread(target=run)
     worker.start()
     paused = None
     with get_client(sync_client=True) as client:

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from tminus.domain.plan import KEY_MARKER_PATTERN
+from tminus.domain.report import LaunchReport
 from tminus.domain.request import LaunchRequest, Tier
-from tminus.flows.launch import LaunchIncomplete, launch
+from tminus.errors import LaunchIncomplete
+from tminus.flows.launch import launch
 from tminus.settings import Settings
 
 from .conftest import ROOT, SandboxClient
@@ -59,17 +61,17 @@ def snapshot(sandbox: SandboxClient) -> dict[str, Any]:
 ISSUE_KINDS = {"tracking", "activity", "sister"}
 
 
-def tally(result: dict[str, Any], kinds: set[str] | None = None) -> dict[str, int]:
+def tally(result: LaunchReport, kinds: set[str] | None = None) -> dict[str, int]:
     """Outcomes of the result rows of these kinds (default: all but page checks)."""
     out: dict[str, int] = {}
-    for row in result["results"]:
+    for row in result.rows():
         if (kinds is None and row["kind"] != "page") or (kinds and row["kind"] in kinds):
             out[row["outcome"]] = out.get(row["outcome"], 0) + 1
     return out
 
 
-def run(request: LaunchRequest, **kw: Any) -> dict[str, Any]:
-    result: dict[str, Any] = launch(request=request, **kw)
+def run(request: LaunchRequest, **kw: Any) -> LaunchReport:
+    result: LaunchReport = launch(request=request, **kw)
     return result
 
 
@@ -88,7 +90,7 @@ def test_first_run_creates_everything_second_run_writes_nothing(
     assert "- [ ] **Launch blog post** — #" in tracking["description"]
     assert "(issue not created yet)" not in tracking["description"]
     assert state["code-review-agent/activity/docs-update"]["assignees"] == ["dana.docs"]
-    assert first["tracking_url"].endswith("/-/issues/16")
+    assert first.tracking_url.endswith("/-/issues/16")
 
     sandbox.clear_log()
     second = run(l1)
@@ -133,7 +135,7 @@ def test_people_edits_survive_a_rerun(
     project.issues.update(tracking.iid, {"description": ticked + "\n\nPMM notes: on track"})
     moved = l2.model_copy(update={"launch_date": l2.launch_date + timedelta(days=7)})
     result = run(moved)
-    assert result["counts"]["updated"] >= 1
+    assert result.counts["updated"] >= 1
     after = project.issues.get(tracking.iid).description
     assert "- [x] **Launch blog post**" in after
     assert after.endswith("PMM notes: on track")
@@ -168,10 +170,8 @@ def test_tier_drop_closes_what_no_longer_applies_and_back_reopens(
     run(l1)
     l3 = l1.model_copy(update={"tier": Tier.L3})
     result = run(l3)
-    closed = [r for r in result["results"] if r["outcome"] == "closed" and r["kind"] == "dropped"]
-    cancelled = [
-        r for r in result["results"] if r["outcome"] == "closed" and r["kind"] == "calendar"
-    ]
+    closed = [r for r in result.rows() if r["outcome"] == "closed" and r["kind"] == "dropped"]
+    cancelled = [r for r in result.rows() if r["outcome"] == "closed" and r["kind"] == "calendar"]
     assert len(cancelled) == 2  # sales training and the livestream are L1-only calendar entries
     state = snapshot(sandbox)
     l3_only = {k for k, v in state.items() if v["state"] == "opened"}
@@ -218,7 +218,7 @@ def test_deleted_issue_is_recreated(
     result = run(l3)
     by_outcome = {
         (r["outcome"], r["kind"])
-        for r in result["results"]
+        for r in result.rows()
         if r["outcome"] != "unchanged" and r["kind"] != "page"
     }
     # the issue comes back, the tracking issue's reference to it changes, it is linked again
@@ -276,8 +276,8 @@ def test_permanent_failure_of_one_issue_fails_the_run_but_not_the_rest(
     )
     with pytest.raises(LaunchIncomplete) as err:
         run(changed)
-    summary = err.value.summary
-    failed = [r for r in summary["results"] if r["outcome"] == "failed" and r["kind"] != "page"]
+    summary = err.value.report
+    failed = [r for r in summary.rows() if r["outcome"] == "failed" and r["kind"] != "page"]
     assert len(failed) == 1
     assert failed[0]["key"] == "dark-mode-beta/activity/customer-comms"
     assert "(422)" in failed[0]["detail"]
@@ -290,7 +290,10 @@ def test_permanent_failure_of_one_issue_fails_the_run_but_not_the_rest(
 
 @pytest.mark.e2e
 def test_deployment_run_with_json_parameters(
-    sandbox: SandboxClient, settings: Settings, l3: LaunchRequest, prefect_server: str
+    sandbox: SandboxClient,
+    settings_env: dict[str, str],
+    l3: LaunchRequest,
+    prefect_server: str,
 ) -> None:
     """Run as the UI, a trigger or a schedule does: a deployment, JSON parameters, a new
     process that loads the flow from its entrypoint."""
@@ -300,7 +303,7 @@ def test_deployment_run_with_json_parameters(
     params = {"request": json.loads(l3.model_dump_json())}
     flow_run = run_deployment(name="launch/test-launch", parameters=params, timeout=0)
     assert flow_run.deployment_id == deployment_id
-    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    env = {**os.environ, **settings_env, "PREFECT_API_URL": prefect_server}
     proc = subprocess.run(
         [sys.executable, "-m", "prefect.engine", str(flow_run.id)],
         cwd=ROOT,
@@ -321,11 +324,18 @@ def test_two_runs_of_one_launch_at_once_create_each_issue_once(
     sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
 ) -> None:
     """A release create and update seconds apart, or Run clicked twice: the launch lock."""
+    import contextvars
     import threading
 
     sandbox.faults(latency_ms=60, prefix="/api/v4")
     results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(run(l2))) for _ in range(3)]
+    # Each thread runs in a copy of this context: the settings the fixture gave.
+    threads = [
+        threading.Thread(
+            target=contextvars.copy_context().run, args=(lambda: results.append(run(l2)),)
+        )
+        for _ in range(3)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -374,18 +384,18 @@ def test_another_launchs_label_on_an_issue_does_not_make_it_ours(
     )
     project.issues.update(shared.iid, {"add_labels": "launch::dark-mode-beta"})
     result = run(l3)
-    assert not [r for r in result["results"] if r["kind"] == "dropped"]
+    assert not [r for r in result.rows() if r["kind"] == "dropped"]
     assert project.issues.get(shared.iid).state == "opened"
 
 
-def run_incomplete(request: LaunchRequest) -> dict[str, Any]:
+def run_incomplete(request: LaunchRequest) -> LaunchReport:
     with pytest.raises(LaunchIncomplete) as info:
         run(request)
-    return info.value.summary
+    return info.value.report
 
 
-def sales_row(result: dict[str, Any]) -> dict[str, Any]:
-    return next(r for r in result["results"] if r["kind"] == "sales")
+def sales_row(result: LaunchReport) -> dict[str, Any]:
+    return next(r for r in result.rows() if r["kind"] == "sales")
 
 
 def sales_note_body(sandbox: SandboxClient) -> tuple[Any, str]:

@@ -13,10 +13,9 @@ from prefect.client.schemas.objects import StateType
 from prefect.states import Running
 from prefect.variables import Variable
 
+from tminus.errors import LockLost, LockTimeout
 from tminus.tasks.locks import (
     LEASE_SECONDS,
-    LockLost,
-    LockTimeout,
     holder_variable,
     launch_lock,
     lock_name,

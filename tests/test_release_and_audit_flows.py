@@ -12,7 +12,7 @@ from tminus.domain.request import LaunchRequest
 from tminus.flows.audit import audit
 from tminus.flows.launch import launch
 from tminus.flows.on_release import on_release
-from tminus.settings import Settings
+from tminus.settings import Settings, use_settings
 
 from .conftest import SandboxClient
 from .test_launch_everything import retarget
@@ -72,15 +72,15 @@ def test_release_creates_updates_and_cancels_a_launch(
 def test_release_runs_its_launch_file(
     sandbox: SandboxClient,
     settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Any,
     l2: LaunchRequest,
 ) -> None:
     (tmp_path / "merge-trains.yaml").write_text(
         retarget(l2, sandbox.url).model_dump_json()  # JSON is YAML
     )
-    monkeypatch.setenv("TMINUS_LAUNCHES_DIR", str(tmp_path))
-    result = on_release(release=Release.model_validate({**RELEASE, "tag": "v17.9.0"}))
+    release = Release.model_validate({**RELEASE, "tag": "v17.9.0"})
+    with use_settings(settings.model_copy(update={"launches_dir": tmp_path})):
+        result = on_release(release=release)
     assert result["launch"] == "merge-trains-ga"
     assert result["tier_rule"] == f"launch file {tmp_path / 'merge-trains.yaml'}"
 

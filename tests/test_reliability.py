@@ -26,7 +26,8 @@ from tminus.domain.plan import KEY_MARKER_PATTERN
 from tminus.domain.planner import plan_launch
 from tminus.domain.playbook import load_playbook
 from tminus.domain.request import LaunchRequest
-from tminus.flows.launch import LaunchIncomplete, launch
+from tminus.errors import LaunchIncomplete
+from tminus.flows.launch import launch
 from tminus.settings import Settings
 
 from .conftest import ROOT, SandboxClient, sandbox_env
@@ -91,7 +92,7 @@ def test_thirty_percent_faults_on_every_service_at_once(
         try:
             outcomes.append(launch(request=request))
         except LaunchIncomplete as exc:
-            outcomes.append(exc.summary)
+            outcomes.append(exc.report)
     faulted = [r for r in sandbox.requests() if r["fault"]]
     sandbox.faults()
     assert len(faulted) > 20  # the faults did happen
@@ -100,7 +101,7 @@ def test_thirty_percent_faults_on_every_service_at_once(
     assert counts["missing issues"] == counts["missing events"] == 0
     assert counts["duplicate messages"] == 0
     for outcome, request in zip(outcomes, requests, strict=True):
-        failed = [r for r in outcome["results"] if r["outcome"] == "failed" and r["kind"] != "page"]
+        failed = [r for r in outcome.rows() if r["outcome"] == "failed" and r["kind"] != "page"]
         # Only a Slack message whose answer was lost may be left for a PMM, and it says so.
         assert all(r["kind"] == "sales" and "may or may not" in r["detail"] for r in failed), (
             request.slug,

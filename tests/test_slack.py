@@ -30,7 +30,7 @@ from tminus.domain.sales import (
     sent_note,
     sent_record,
 )
-from tminus.errors import MaybeSentError, PermanentError, TransientError
+from tminus.errors import MaybeSentError, PermanentError, SettingsError, TransientError
 from tminus.integrations.retry import RetryPolicy
 from tminus.integrations.slack import SlackNotifier, as_markdown
 from tminus.integrations.slack_blocks import sales_message
@@ -468,7 +468,7 @@ def test_unreachable_is_transient_and_secret() -> None:
 
 
 def test_bad_url_is_refused_without_echoing_it() -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(SettingsError) as info:
         SlackNotifier(f"hooks.slack.com/services/{SECRET}")
     assert SECRET not in str(info.value)
 

@@ -3,6 +3,9 @@
 ::
 
     TminusError                      base; ``str()`` is the message a user sees
+    ├── LaunchIncomplete             a launch ran, some of its actions failed (carries the report)
+    ├── LockTimeout                  another live run kept the launch locked for the whole wait
+    ├── LockLost                     this run lost its launch lock; it stopped writing
     ├── InputError                   bad input, found before any side effect
     │   ├── LaunchFileError          a launch file (or UI form) that does not validate
     │   ├── PlaybookError            a playbook that does not validate
@@ -19,9 +22,37 @@ tasks only ever see this tree; ``TransientError`` is what the retry policy
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tminus.domain.report import LaunchReport
+
 
 class TminusError(Exception):
     """Base of every error tminus raises on purpose."""
+
+
+class LaunchIncomplete(TminusError):
+    """Some of a launch's actions failed; the others were done. Carries the whole report."""
+
+    def __init__(self, report: LaunchReport) -> None:
+        self.report = report
+        failed = report.failed
+        lines = "\n".join(f"  - {r.title}: {r.detail}" for r in failed)
+        super().__init__(f"{len(failed)} of {len(report.results)} actions failed:\n{lines}")
+
+    def __reduce__(self) -> tuple[type[LaunchIncomplete], tuple[LaunchReport]]:
+        # Prefect keeps a failed run's exception as its result: keep the report with it.
+        return (LaunchIncomplete, (self.report,))
+
+
+class LockTimeout(TminusError, TimeoutError):
+    """The launch stayed locked by a live run for the whole wait."""
+
+
+class LockLost(TminusError):
+    """This run could not keep its launch lock (Prefect unreachable, or another run took it
+    over): it stops before writing anything more."""
 
 
 class InputError(TminusError):

@@ -8,7 +8,9 @@ with their state under ``TMINUS_HOME`` and no credentials.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -249,12 +251,33 @@ class Settings(BaseSettings):
         return []
 
 
+_GIVEN: ContextVar[Settings | None] = ContextVar("tminus_settings", default=None)
+
+
+@contextmanager
+def use_settings(settings: Settings) -> Iterator[Settings]:
+    """Run flows called inside this block with ``settings`` instead of the environment's.
+
+    For callers that build settings themselves (tests, benchmarks, an embedding program):
+    a flow calls ``load_settings()``, which returns these.
+    """
+    token = _GIVEN.set(settings)
+    try:
+        yield settings
+    finally:
+        _GIVEN.reset(token)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build settings from ``environ`` (default: the process environment).
+    """Build settings from ``environ`` (default: the settings given by ``use_settings``, else
+    the process environment).
 
     Tests pass an explicit mapping; errors name the environment variable.
     """
     if environ is None:
+        given = _GIVEN.get()
+        if given is not None:
+            return given
         environ = os.environ
     try:
         # Validate the variables as plain strings (no JSON decoding of list settings), the

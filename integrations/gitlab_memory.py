@@ -1,0 +1,182 @@
+"""An in-memory issue tracker: the ``IssueTracker`` port without GitLab.
+
+Small and honest: it keeps projects, users, labels, issues, links and notes in dicts and
+answers the way GitLab does where tminus relies on it (an unknown project is a 404, links go
+both ways, labels an issue names are created with it, notes come back oldest first). The
+contract tests (``tests/contract/test_issue_tracker_port.py``) run the same checks against
+it and against the GitLab adapter talking to the stand-in, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+
+from tminus.domain.issues import IssueState, IssueWrite, split_description
+from tminus.errors import PermanentError
+
+SYSTEM = "GitLab (in memory)"
+
+
+@dataclass
+class _Project:
+    labels: set[str] = field(default_factory=set)
+    issues: dict[int, IssueState] = field(default_factory=dict)
+    links: dict[int, set[int]] = field(default_factory=dict)
+    notes: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+
+
+class MemoryTracker:
+    """``IssueTracker`` in memory. ``projects`` and ``users`` (username -> id) must exist."""
+
+    def __init__(self, projects: list[str], users: dict[str, int] | None = None) -> None:
+        self.url = "memory://gitlab"
+        self._projects = {name: _Project() for name in projects}
+        self._users = dict(users or {})
+        self._next_note = 1
+        self._lock = threading.Lock()
+
+    def _project(self, project: str) -> _Project:
+        found = self._projects.get(project)
+        if found is None:
+            raise PermanentError(
+                SYSTEM, "project not found: check the project path", status=404, resource=project
+            )
+        return found
+
+    def _issue(self, project: str, iid: int) -> IssueState:
+        issue = self._project(project).issues.get(iid)
+        if issue is None:
+            raise PermanentError(SYSTEM, "issue not found", status=404, resource=f"#{iid}")
+        return issue
+
+    def _username(self, uid: int) -> str:
+        return next((name for name, known in self._users.items() if known == uid), str(uid))
+
+    # --- observe ---------------------------------------------------------------------------
+
+    def check_project(self, project: str) -> str:
+        self._project(project)
+        return f"{self.url}/{project}"
+
+    def user_id(self, username: str) -> int | None:
+        return next((i for u, i in self._users.items() if u.lower() == username.lower()), None)
+
+    def find_issues(self, project: str, launch_label: str, marker_prefix: str) -> list[IssueState]:
+        with self._lock:
+            issues = sorted(self._project(project).issues.values(), key=lambda s: s.iid)
+        return [
+            s
+            for s in issues
+            if s.key is not None and (launch_label in s.labels or marker_prefix in s.description)
+        ]
+
+    def list_issues(
+        self, project: str, labels: list[str], state: str = "opened"
+    ) -> list[IssueState]:
+        with self._lock:
+            issues = sorted(self._project(project).issues.values(), key=lambda s: s.iid)
+        return [
+            s
+            for s in issues
+            if all(label in s.labels for label in labels) and state in ("all", s.state)
+        ]
+
+    def project_labels(self, project: str) -> set[str]:
+        with self._lock:
+            return set(self._project(project).labels)
+
+    def linked_iids(self, project: str, iid: int) -> set[int]:
+        with self._lock:
+            self._issue(project, iid)
+            return set(self._project(project).links.get(iid, set()))
+
+    def find_note(
+        self, project: str, iid: int, text: str, after: int | None = None
+    ) -> tuple[int, str] | None:
+        with self._lock:
+            self._issue(project, iid)
+            for note_id, body in self._project(project).notes.get(iid, []):
+                if text in body and (after is None or note_id > after):
+                    return note_id, body
+        return None
+
+    # --- apply -----------------------------------------------------------------------------
+
+    def ensure_labels(self, project: str, labels: list[str]) -> list[str]:
+        with self._lock:
+            have = self._project(project).labels
+            created = [label for label in labels if label not in have]
+            have.update(created)
+        return created
+
+    def create_issue(self, project: str, write: IssueWrite, labels: tuple[str, ...]) -> IssueState:
+        with self._lock:
+            proj = self._project(project)
+            iid = max(proj.issues, default=0) + 1
+            proj.labels.update(labels)
+            description = write.description or ""
+            state = IssueState(
+                iid=iid,
+                web_url=f"{self.url}/{project}/-/issues/{iid}",
+                title=write.title or "",
+                description=description,
+                labels=tuple(labels),
+                due_date=write.due_date,
+                assignee_ids=tuple(write.assignee_ids or ()),
+                state="opened",
+                key=split_description(description)[1],
+                assignees=tuple(self._username(u) for u in write.assignee_ids or ()),
+            )
+            proj.issues[iid] = state
+        return state
+
+    def update_issue(self, project: str, iid: int, write: IssueWrite) -> IssueState:
+        with self._lock:
+            proj = self._project(project)
+            state = self._issue(project, iid)
+            labels = [label for label in state.labels if label not in write.remove_labels]
+            labels += [label for label in write.add_labels if label not in labels]
+            proj.labels.update(write.add_labels)
+            description = state.description if write.description is None else write.description
+            status = {"close": "closed", "reopen": "opened"}.get(write.state_event or "")
+            ids = state.assignee_ids if write.assignee_ids is None else write.assignee_ids
+            state = replace(
+                state,
+                title=state.title if write.title is None else write.title,
+                description=description,
+                key=split_description(description)[1],
+                due_date=state.due_date if write.due_date is None else write.due_date,
+                assignee_ids=tuple(ids),
+                assignees=tuple(self._username(u) for u in ids),
+                labels=tuple(labels),
+                state=status or state.state,
+            )
+            proj.issues[iid] = state
+        return state
+
+    def link_issues(self, project: str, iid: int, target_iid: int) -> None:
+        with self._lock:
+            self._issue(project, iid)
+            self._issue(project, target_iid)
+            links = self._project(project).links
+            links.setdefault(iid, set()).add(target_iid)
+            links.setdefault(target_iid, set()).add(iid)
+
+    def add_note(self, project: str, iid: int, body: str) -> int:
+        with self._lock:
+            self._issue(project, iid)
+            note_id = self._next_note
+            self._next_note += 1
+            self._project(project).notes.setdefault(iid, []).append((note_id, body))
+        return note_id
+
+    def update_note(self, project: str, iid: int, note_id: int, body: str) -> None:
+        with self._lock:
+            self._issue(project, iid)
+            notes = self._project(project).notes.get(iid, [])
+            for i, (known, _) in enumerate(notes):
+                if known == note_id:
+                    notes[i] = (note_id, body)
+                    return
+        raise PermanentError(SYSTEM, "note not found", status=404, resource=f"note {note_id}")

@@ -1,0 +1,146 @@
+"""The issue tracker port's contract: the same tests against the in-memory fake and against the
+GitLab adapter over real HTTP to the stand-in. What the reconcile relies on is here: what was
+applied is observed back, and the diff of the plan against that observation is all no-ops."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+
+import pytest
+
+from tminus.domain.issues import (
+    IssueTracker,
+    IssueWrite,
+    compose_description,
+    issue_change,
+    label_change,
+)
+from tminus.domain.plan import key_marker_prefix
+from tminus.domain.planner import plan_launch
+from tminus.domain.playbook import Playbook
+from tminus.domain.request import LaunchRequest
+from tminus.domain.results import Outcome
+from tminus.errors import PermanentError
+from tminus.integrations.gitlab import build_tracker
+from tminus.integrations.gitlab_memory import MemoryTracker
+from tminus.settings import load_settings
+
+from ..conftest import TODAY, SandboxClient, sandbox_env
+
+PROJECT = "marketing/launches"
+
+
+@pytest.fixture(params=["memory", "gitlab"])
+def tracker(request: pytest.FixtureRequest) -> Iterator[IssueTracker]:
+    if request.param == "memory":
+        yield MemoryTracker([PROJECT], users={"priya.pmm": 7})
+        return
+    sandbox: SandboxClient = request.getfixturevalue("sandbox")
+    yield build_tracker(load_settings(sandbox_env(sandbox.url)))
+
+
+def write(key: str, title: str = "T", **kw: object) -> IssueWrite:
+    description = compose_description("body", key)
+    return IssueWrite(title=title, description=description, due_date=date(2027, 1, 1), **kw)  # type: ignore[arg-type]
+
+
+def test_unknown_project_is_refused(tracker: IssueTracker) -> None:
+    with pytest.raises(PermanentError) as info:
+        tracker.check_project("999999")
+    assert info.value.status == 404
+
+
+def test_created_issue_is_found_by_label_and_by_marker(tracker: IssueTracker) -> None:
+    created = tracker.create_issue(PROJECT, write("demo/activity/a"), ("launch::demo", "x"))
+    assert created.key == "demo/activity/a" and created.state == "opened"
+    (found,) = tracker.find_issues(PROJECT, "launch::demo", "tminus:key=demo/")
+    assert (found.iid, found.key, found.labels) == (created.iid, "demo/activity/a", created.labels)
+    assert found.due_date == date(2027, 1, 1)
+    assert {"launch::demo", "x"} <= tracker.project_labels(PROJECT)
+    # People remove labels: the key marker still finds the issue.
+    tracker.update_issue(PROJECT, created.iid, IssueWrite(remove_labels=("launch::demo",)))
+    (again,) = tracker.find_issues(PROJECT, "launch::demo", "tminus:key=demo/")
+    assert again.iid == created.iid and "launch::demo" not in again.labels
+
+
+def test_update_sends_only_what_it_names(tracker: IssueTracker) -> None:
+    created = tracker.create_issue(PROJECT, write("demo/activity/a"), ("a", "b"))
+    updated = tracker.update_issue(
+        PROJECT, created.iid, IssueWrite(title="New", add_labels=("c",), remove_labels=("a",))
+    )
+    assert updated.title == "New" and set(updated.labels) == {"b", "c"}
+    assert updated.description == created.description and updated.due_date == created.due_date
+    closed = tracker.update_issue(PROJECT, created.iid, IssueWrite(state_event="close"))
+    assert closed.state == "closed"
+    assert tracker.list_issues(PROJECT, ["b"]) == []
+    assert [s.iid for s in tracker.list_issues(PROJECT, ["b"], state="all")] == [created.iid]
+    reopened = tracker.update_issue(PROJECT, created.iid, IssueWrite(state_event="reopen"))
+    assert reopened.state == "opened"
+
+
+def test_labels_are_created_once(tracker: IssueTracker) -> None:
+    assert tracker.ensure_labels(PROJECT, ["a", "launch-tier::L1"]) == ["a", "launch-tier::L1"]
+    assert tracker.ensure_labels(PROJECT, ["a", "launch-tier::L1", "b"]) == ["b"]
+    assert {"a", "b", "launch-tier::L1"} <= tracker.project_labels(PROJECT)
+
+
+def test_links_go_both_ways_and_are_idempotent(tracker: IssueTracker) -> None:
+    one, two, three = (
+        tracker.create_issue(PROJECT, write(f"demo/activity/{n}"), ()).iid for n in "abc"
+    )
+    tracker.link_issues(PROJECT, one, two)
+    tracker.link_issues(PROJECT, one, three)
+    tracker.link_issues(PROJECT, one, two)  # again: no error, no second link
+    assert tracker.linked_iids(PROJECT, one) == {two, three}
+    assert tracker.linked_iids(PROJECT, two) == {one}
+
+
+def test_notes_are_found_oldest_first_and_updated_in_place(tracker: IssueTracker) -> None:
+    iid = tracker.create_issue(PROJECT, write("demo/tracking"), ()).iid
+    assert tracker.find_note(PROJECT, iid, "marker") is None
+    first = tracker.add_note(PROJECT, iid, "one <!-- marker -->")
+    second = tracker.add_note(PROJECT, iid, "two <!-- marker -->")
+    assert tracker.find_note(PROJECT, iid, "marker") == (first, "one <!-- marker -->")
+    assert tracker.find_note(PROJECT, iid, "marker", after=first) == (
+        second,
+        "two <!-- marker -->",
+    )
+    tracker.update_note(PROJECT, iid, first, "edited <!-- marker -->")
+    assert tracker.find_note(PROJECT, iid, "marker") == (first, "edited <!-- marker -->")
+
+
+def test_applied_plan_observes_back_as_no_changes(
+    tracker: IssueTracker, playbook: Playbook, l3: LaunchRequest
+) -> None:
+    """Observe -> diff -> apply, then observe again: the diff is empty."""
+    plan = plan_launch(l3, playbook, TODAY)
+    project = plan.request.project
+    ids = {name: uid for name in (l3.owner,) if (uid := tracker.user_id(name)) is not None}
+    tracker.check_project(project)
+
+    def observe() -> dict[str, object]:
+        found = tracker.find_issues(project, l3.launch_label, key_marker_prefix(l3.slug))
+        return {s.key: s for s in found if s.key}
+
+    labels = label_change(plan, tracker.project_labels(project))
+    assert labels.planned().outcome is Outcome.created
+    tracker.ensure_labels(project, list(labels.missing))
+    for spec in plan.all_issues:
+        change = issue_change(spec, None, refs={}, assignee_id=ids.get(spec.assignee or ""))
+        assert change.planned().outcome is Outcome.created
+        tracker.create_issue(project, change.write, spec.labels)
+
+    observed = observe()
+    assert set(observed) == {spec.key for spec in plan.all_issues}
+    assert label_change(plan, tracker.project_labels(project)).planned().outcome is (
+        Outcome.unchanged
+    )
+    for spec in plan.all_issues:
+        again = issue_change(
+            spec,
+            observed[spec.key],  # type: ignore[arg-type]
+            refs={},
+            assignee_id=ids.get(spec.assignee or ""),
+        )
+        assert again.planned().outcome is Outcome.unchanged, again
