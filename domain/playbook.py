@@ -34,9 +34,9 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from markupsafe import EscapeFormatter, Markup
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
 from tminus.domain.request import SLUG_PATTERN, Feature, Label, LaunchRequest, Line, Tier
 from tminus.domain.validation import clip, describe_validation_error, read_yaml_mapping
-
 from tminus.errors import PlaybookError
 
 DEFAULT_PLAYBOOK = "default.yaml"
@@ -55,6 +55,12 @@ class Kind(str, Enum):
     page_check = "page_check"
     notification = "notification"
 
+
+# The page-check activities (``kind: page_check``) tminus knows how to run, by key: the default
+# playbook defines them (``domain/playbooks/default.yaml``), and a company's copy must keep
+# these keys for its page checks to run (``tminus.domain.pages`` decides from them).
+DOCS_CHECK = "docs-check"  # each priority feature's docs pages
+FEATURES_CHECK = "features-page-check"  # the /features page and its compare view
 
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
 # Template sources; what they render to is bounded when they are rendered.

@@ -9,15 +9,15 @@ from __future__ import annotations
 from tminus.integrations.gcal import build_calendar as build_calendar
 from tminus.integrations.gitlab import GitLabTracker
 from tminus.integrations.gitlab import build_tracker as build_tracker
-from tminus.integrations.pages import PageChecker
+from tminus.integrations.pages import HttpPageReader
 from tminus.integrations.retry import retry_policy
 from tminus.integrations.slack import SlackNotifier
-
 from tminus.settings import Settings
 
 
-def build_checker(settings: Settings) -> PageChecker:
-    return PageChecker(
+def build_checker(settings: Settings) -> HttpPageReader:
+    """The page reader the page checks use: allowed hosts and private origins from settings."""
+    return HttpPageReader(
         allowed_hosts=settings.page_hosts,
         allow_private=settings.page_private_ok,
         private_origins=settings.page_private_origins,
