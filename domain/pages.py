@@ -70,55 +70,44 @@ class PageResult:
 
 
 def page_targets(plan: Plan, features_url: str | None, compare_url: str | None) -> list[PageTarget]:
-    """The pages the plan's checks ask for: docs pages (``docs-check``) and the /features
-    page with its compare view (``features-page-check``, for the URLs that are given)."""
+    """The pages the plan's checks ask for, in this order: each feature's docs pages when
+    ``docs-check`` is planned, then the /features page and its compare view (those of the URLs
+    that are given) when ``features-page-check`` is. Other page-check keys check nothing."""
     wanted = {c.activity_key for c in plan.checks}
-    if not wanted:
-        return []
-    features = FEATURES_CHECK in wanted
-    targets = launch_pages(
-        plan.request,
-        features_url if features else None,
-        compare_url if features else None,
-    )
-    if DOCS_CHECK not in wanted:
-        pages = {features_url, compare_url}
-        targets = [t for t in targets if t.url in pages]
+    targets = docs_targets(plan.request) if DOCS_CHECK in wanted else []
+    if FEATURES_CHECK in wanted:
+        targets += features_targets(plan.request, features_url, compare_url)
     return targets
 
 
-def launch_pages(
-    request: LaunchRequest, features_url: str | None, compare_url: str | None
-) -> list[PageTarget]:
-    """Every page a launch needs: each feature's docs, then /features and its compare view.
-
-    A docs URL shared by several features is read once and must mention all of them. The
-    /features page and its compare view are one target each that must list every feature's
-    ``features_page_title``; a failure names the missing ones.
-    """
+def docs_targets(request: LaunchRequest) -> list[PageTarget]:
+    """Each feature's docs pages. A docs URL shared by several features is one target that
+    must mention all of them."""
     docs: dict[str, list[str]] = {}
     for feature in request.features:
         for url in feature.docs_urls:
             names = docs.setdefault(str(url), [])
             if feature.name not in names:
                 names.append(feature.name)
-    targets = [
+    return [
         PageTarget(url, f"Docs mention {', '.join(names)}", tuple(names), match="all")
         for url, names in docs.items()
     ]
+
+
+def features_targets(
+    request: LaunchRequest, features_url: str | None, compare_url: str | None
+) -> list[PageTarget]:
+    """The /features page and its compare view (each when its URL is given): one target each
+    that must list every feature's ``features_page_title``; a failure names the missing ones."""
     titles = tuple(dict.fromkeys(f.features_page_title for f in request.features))
+    listed = ", ".join(titles)
+    targets = []
     if features_url:
-        targets.append(
-            PageTarget(features_url, f"/features lists {', '.join(titles)}", titles, match="all")
-        )
+        targets.append(PageTarget(features_url, f"/features lists {listed}", titles, "all"))
     if compare_url:
         targets.append(
-            PageTarget(
-                compare_url,
-                f"/features compare view lists {', '.join(titles)}",
-                titles,
-                match="all",
-            )
+            PageTarget(compare_url, f"/features compare view lists {listed}", titles, "all")
         )
     return targets
 

@@ -168,3 +168,23 @@ def test_rows() -> None:
     ]
     assert rows[0].extra == {"status": "200", "final_url": "http://docs.test/new"}
     assert rows[1].extra == {"status": ""}
+
+
+def test_docs_pages_are_checked_only_when_the_docs_check_is_planned(
+    l1: LaunchRequest, playbook: Playbook
+) -> None:
+    """A docs URL that is also the /features page was kept, as a "Docs mention" target, by a
+    plan without ``docs-check`` (and a second target with the same ``check:{url}`` key)."""
+    data = l1.model_dump(mode="json")
+    data["features"][0]["docs_urls"] = [FEATURES]
+    request = LaunchRequest.model_validate(data)
+    features_only = plan_of(request, playbook, FEATURES_CHECK)
+    assert [t.label for t in page_targets(features_only, FEATURES, COMPARE)] == [
+        "/features lists AI code review, Review policies",
+        "/features compare view lists AI code review, Review policies",
+    ]
+    [docs] = plan_of(request, playbook, DOCS_CHECK).checks
+    other = features_only.model_copy(
+        update={"checks": (docs.model_copy(update={"activity_key": "custom-check"}),)}
+    )
+    assert page_targets(other, FEATURES, COMPARE) == []
