@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tminus.domain.pages import PageObservation, PageTarget
+from tminus.integrations.retry import parse_retry_after
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -200,9 +201,9 @@ class HttpPageReader:
     """Reads pages over HTTP concurrently (bounded globally and per host): a ``PageReader``.
 
     A page answering 429 or 5xx, or refusing the connection, is tried again ``retries`` times
-    (after ``Retry-After`` or ``retry_delay``, at most 5 s): a page that cannot be read is an
-    observation, not an exception, and these are the only retries of a page check (its task
-    does not retry). Timeouts are not retried.
+    (after ``Retry-After``, in seconds or as a date, else ``retry_delay``; at most 5 s): a page
+    that cannot be read is an observation, not an exception, and these are the only retries of
+    a page check (its task does not retry). Timeouts are not retried.
 
     ``resolver`` is for tests that need names (``docs.test``) without a DNS server; it must
     behave like ``getaddrinfo``: return addresses, raise ``OSError`` when there are none.
@@ -413,8 +414,8 @@ class _Run:
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:
-    value = response.headers.get("retry-after", "").strip()
-    return float(value) if value.isdigit() else default
+    wait = parse_retry_after(response.headers.get("retry-after"))
+    return default if wait is None else wait
 
 
 def _host(url: httpx.URL) -> str:

@@ -9,6 +9,7 @@ fault injection adds.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
 import socket
 import time
@@ -93,11 +94,29 @@ async def go(request: Request) -> Response:
     return RedirectResponse(request.query_params["to"], status_code=302)
 
 
+BUSY: Counter[str] = Counter()
+
+
+async def busy(request: Request) -> Response:
+    """Busy on the first request for each ``n``: 503 with ``Retry-After`` as an HTTP date 2 s
+    ahead (so the wait it asks for is over 1 s); then the page."""
+    BUSY[request.query_params["n"]] += 1
+    if BUSY[request.query_params["n"]] == 1:
+        when = email.utils.formatdate(time.time() + 2, usegmt=True)
+        return Response("busy", status_code=503, headers={"Retry-After": when})
+    return Response("<p>Merge trains</p>", media_type="text/html")
+
+
 @pytest.fixture(scope="module")
 def site_server() -> Iterator[Site]:
     control = Control()
     app = Starlette(
-        routes=[*docs_site_routes(), Route("/go", go), *control_routes(control, lambda: None)]
+        routes=[
+            *docs_site_routes(),
+            Route("/go", go),
+            Route("/busy", busy),
+            *control_routes(control, lambda: None),
+        ]
     )
     inflight = InFlight(ControlMiddleware(app, control))
     with ThreadedServer(inflight) as server:
@@ -366,6 +385,14 @@ def test_server_errors_are_tried_again(site: Site) -> None:
     [result] = check(checker(retries=2), [target])
     assert (result.ok, result.status, result.reason) == (False, 502, "status 502")
     assert site.paths() == ["/docs/dark-mode"] * 5  # 2 before, then 1 + 2 retries
+
+
+def test_retry_after_as_an_http_date_is_honoured(site: Site) -> None:
+    target = PageTarget(site.at("a.test", f"/busy?n={time.monotonic_ns()}"), "b", ("Merge trains",))
+    started = time.monotonic()
+    [result] = check(checker(retry_delay=0.01), [target])
+    assert result.ok and site.paths() == ["/busy"] * 2
+    assert time.monotonic() - started > 0.9  # the date's wait, not retry_delay
 
 
 def test_connection_refused_is_a_result() -> None:
