@@ -1,4 +1,5 @@
-"""Page checks, the pure part: which pages a plan checks, how a page is judged, the rows."""
+"""Page checks, the pure part (which pages a plan checks, how a page is judged, the rows),
+and the task that reads pages through a `PageReader` and judges them."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from tminus.domain.planner import plan_launch
 from tminus.domain.playbook import DOCS_CHECK, FEATURES_CHECK, Playbook
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import Outcome
+from tminus.integrations.pages_memory import MemoryPages
+from tminus.settings import load_settings
+from tminus.tasks.pages import check_pages
 
 from .conftest import TODAY
 
@@ -188,3 +192,39 @@ def test_docs_pages_are_checked_only_when_the_docs_check_is_planned(
         update={"checks": (docs.model_copy(update={"activity_key": "custom-check"}),)}
     )
     assert page_targets(other, FEATURES, COMPARE) == []
+
+
+def test_the_task_reads_the_planned_pages_and_judges_them(
+    l1: LaunchRequest, playbook: Playbook
+) -> None:
+    settings = load_settings(
+        {"TMINUS_FEATURES_URL": FEATURES, "TMINUS_FEATURES_COMPARE_URL": COMPARE}
+    )
+    pages = MemoryPages(
+        {
+            f"{BASE}/docs/code-review-agent": "The Code Review Agent reviews merge requests.",
+            f"{BASE}/docs/review-policies": 500,
+            FEATURES: "AI code review. Review policies.",
+        }
+    )
+    rows = check_pages.fn(pages, plan_launch(l1, playbook, TODAY), settings)
+    assert [(r.key, r.outcome, r.detail) for r in rows] == [
+        (
+            f"check:{BASE}/docs/code-review-agent",
+            Outcome.unchanged,
+            "ok: mentions 'Code Review Agent'",
+        ),
+        (f"check:{BASE}/docs/review-policies", Outcome.failed, "status 500"),
+        (
+            f"check:{FEATURES}",
+            Outcome.unchanged,
+            "ok: mentions 'AI code review', 'Review policies'",
+        ),
+        (f"check:{COMPARE}", Outcome.failed, "status 404"),
+    ]
+    assert pages.reads == [
+        f"{BASE}/docs/code-review-agent",
+        f"{BASE}/docs/review-policies",
+        FEATURES,
+        COMPARE,
+    ]
