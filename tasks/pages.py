@@ -23,7 +23,8 @@ def run_page_checks(pages: PageReader, plan: Plan, settings: Settings) -> list[A
 
 @task(name="check-pages", cache_policy=NO_CACHE)
 def check_pages(pages: PageReader, plan: Plan, settings: Settings) -> list[ActionResult]:
-    """Read every docs page of each priority feature, the /features page and its compare view;
-    each must answer 2xx and mention the feature in its text. A failing page is a result that
-    lowers readiness, not an error: no task retries, the reader bounds its own fetches."""
+    """Read the pages the plan's checks ask for (the docs pages of each priority feature, the
+    /features page and its compare view); each must answer 2xx and mention the feature in its
+    text. A failing page is a result that lowers readiness, not an error: no task retries,
+    the reader bounds its own fetches."""
     return run_page_checks(pages, plan, settings)
