@@ -56,6 +56,12 @@ class Kind(str, Enum):
     notification = "notification"
 
 
+# The page-check activities (``kind: page_check``) tminus knows how to run, by key: the default
+# playbook defines them (``domain/playbooks/default.yaml``), and a company's copy must keep
+# these keys for its page checks to run (``tminus.domain.pages`` decides from them).
+DOCS_CHECK = "docs-check"  # each priority feature's docs pages
+FEATURES_CHECK = "features-page-check"  # the /features page and its compare view
+
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
 # Template sources; what they render to is bounded when they are rendered.
 TEMPLATE_MAX = 20_000

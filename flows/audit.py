@@ -28,7 +28,7 @@ from tminus.domain.planner import plan_launch
 from tminus.domain.playbook import Playbook, load_playbook
 from tminus.domain.results import Outcome
 from tminus.errors import TminusError
-from tminus.integrations.clients import build_calendar, build_checker, build_tracker
+from tminus.integrations.clients import build_calendar, build_page_reader, build_tracker
 from tminus.settings import Settings, load_settings
 
 TRACKING_LABEL = "launch-issue::tracking"
@@ -71,7 +71,7 @@ def audit_one(
     if plan.checks:
         from tminus.tasks.pages import run_page_checks
 
-        page_results = run_page_checks(build_checker(settings), plan, settings)
+        page_results = run_page_checks(build_page_reader(settings), plan, settings)
         pages_total = len(page_results)
         pages_failing = [
             f"{r.title}: {r.detail}" for r in page_results if r.outcome is Outcome.failed

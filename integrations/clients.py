@@ -13,14 +13,15 @@ from tminus.integrations.gcal import LaunchCalendar
 from tminus.integrations.gcal import build_calendar as build_calendar
 from tminus.integrations.gitlab import GitLabTracker
 from tminus.integrations.gitlab import build_tracker as build_tracker
-from tminus.integrations.pages import PageChecker
+from tminus.integrations.pages import HttpPageReader, PageReader
 from tminus.integrations.retry import retry_policy
 from tminus.integrations.slack import SalesChannel, SlackNotifier
 from tminus.settings import Settings
 
 
-def build_checker(settings: Settings) -> PageChecker:
-    return PageChecker(
+def build_page_reader(settings: Settings) -> HttpPageReader:
+    """The page reader the page checks use: allowed hosts and private origins from settings."""
+    return HttpPageReader(
         allowed_hosts=settings.page_hosts,
         allow_private=settings.page_private_ok,
         private_origins=settings.page_private_origins,
@@ -39,7 +40,7 @@ class Systems:
     tracker: IssueTracker
     calendar: LaunchCalendar
     calendar_id: str
-    pages: PageChecker
+    pages: PageReader
     notifier: SalesChannel | None
 
 
@@ -49,9 +50,15 @@ def connect(settings: Settings) -> Systems:
         tracker=build_tracker(settings),
         calendar=build_calendar(settings),
         calendar_id=settings.calendar_id,
-        pages=build_checker(settings),
+        pages=build_page_reader(settings),
         notifier=build_notifier(settings),
     )
 
 
-__all__ = ["GitLabTracker", "build_calendar", "build_checker", "build_notifier", "build_tracker"]
+__all__ = [
+    "GitLabTracker",
+    "build_calendar",
+    "build_notifier",
+    "build_page_reader",
+    "build_tracker",
+]

@@ -1,4 +1,9 @@
-"""Page checks: do the docs, the /features page and its compare view mention each feature?
+"""Reading pages for the page checks: the adapter observes, ``tminus.domain.pages`` judges.
+
+``PageReader`` is the port: ``read(targets)`` returns one ``PageObservation`` per target, in
+order (the page's visible text, or why it could not be read), and never writes anything.
+``HttpPageReader`` reads over HTTP; ``tminus.integrations.pages_memory.MemoryPages`` is the
+in-memory fake that honours the same contract.
 
 The URLs come from launch files, which anyone who can open a merge request may write, so a
 check must not become a way to make tminus fetch internal services (SSRF). Three guards, on
@@ -15,9 +20,10 @@ every hop of a redirect chain, before any byte is sent:
   TLS SNI keep the name), so a DNS answer that changes between check and connect cannot
   redirect it elsewhere. Environment proxies are ignored for the same reason.
 
-A page passes when it answers 2xx and its *visible text* (not tags, scripts, styles,
-comments or attribute values) mentions the feature. Every failure is a ``PageResult`` with a
-reason a PMM can act on, never an exception: one broken page must not hide the others.
+The text of a page is its *visible text* (not tags, scripts, styles, comments or attribute
+values): a feature named only in markup is not mentioned. Every page that cannot be read is an
+observation with a reason a PMM can act on, never an exception: one broken page must not hide
+the others.
 """
 
 from __future__ import annotations
@@ -29,13 +35,13 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from typing import Literal
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
-from tminus.domain.request import LaunchRequest
-from tminus.domain.results import ActionResult, Outcome
+from tminus.domain.pages import PageObservation, PageTarget
+from tminus.integrations.retry import parse_retry_after
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -47,29 +53,13 @@ USER_AGENT = "tminus-page-check/0.1 (+launch readiness check)"
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
-@dataclass(frozen=True)
-class PageTarget:
-    """A page that must mention something.
+class PageReader(Protocol):
+    """What page checks need from the web: read pages, write nothing."""
 
-    ``match="any"``: one of ``must_mention`` is enough (a name or its alias).
-    ``match="all"``: every one must appear (the /features page lists every feature); the
-    failure reason names the missing ones.
-    """
-
-    url: str
-    label: str
-    must_mention: tuple[str, ...]
-    match: Literal["any", "all"] = "any"
-
-
-@dataclass(frozen=True)
-class PageResult:
-    url: str
-    label: str
-    ok: bool
-    status: int | None
-    final_url: str | None
-    reason: str
+    def read(self, targets: Sequence[PageTarget]) -> list[PageObservation]:
+        """One observation per target, in order: ``status``, ``final_url`` and the page's
+        visible ``text``, or no text and a ``reason``. A missing page reads as status 404."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -81,6 +71,9 @@ class _Fetched:
     text: str | None
     error: str | None
     retry_after: float | None = None  # set when trying again may help (429, 5xx, no connection)
+
+    def observation(self, url: str) -> PageObservation:
+        return PageObservation(url, self.status, self.final_url, self.text, self.error)
 
 
 class _Refused(Exception):
@@ -127,11 +120,6 @@ class _TextExtractor(HTMLParser):
     def handle_data(self, data: str) -> None:
         if not self._hidden:
             self.parts.append(data)
-
-
-def normalise(text: str) -> str:
-    """Case-folded, one space between words: how mentions are compared."""
-    return " ".join(text.split()).casefold()
 
 
 def visible_text(html: str) -> str:
@@ -206,15 +194,16 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(seen)
 
 
-# --- the checker ----------------------------------------------------------------------------
+# --- the reader -----------------------------------------------------------------------------
 
 
-class PageChecker:
-    """Fetches pages concurrently (bounded globally and per host) and checks their text.
+class HttpPageReader:
+    """Reads pages over HTTP concurrently (bounded globally and per host): a ``PageReader``.
 
     A page answering 429 or 5xx, or refusing the connection, is tried again ``retries`` times
-    (after ``Retry-After`` or ``retry_delay``, at most 5 s): a failed check is a result, not an
-    exception, and these are the only retries of a page check. Timeouts are not retried.
+    (after ``Retry-After``, in seconds or as a date, else ``retry_delay``; at most 5 s): a page
+    that cannot be read is an observation, not an exception, and these are the only retries of
+    a page check (its task does not retry). Timeouts are not retried.
 
     ``resolver`` is for tests that need names (``docs.test``) without a DNS server; it must
     behave like ``getaddrinfo``: return addresses, raise ``OSError`` when there are none.
@@ -247,37 +236,37 @@ class PageChecker:
         self.retry_delay = retry_delay
         self.resolve = resolver or system_resolver
 
-    def check_sync(self, targets: Sequence[PageTarget]) -> list[PageResult]:
-        """``check`` from synchronous code (a Prefect task in a worker thread).
+    def read(self, targets: Sequence[PageTarget]) -> list[PageObservation]:
+        """``aread`` from synchronous code (a Prefect task in a worker thread).
 
-        When the calling thread already runs an event loop, the check runs on a thread of its
-        own instead of failing with "asyncio.run() cannot be called from a running loop".
+        When the calling thread already runs an event loop, the reading runs on a thread of
+        its own instead of failing with "asyncio.run() cannot be called from a running loop".
         """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.check(targets))
+            return asyncio.run(self.aread(targets))
         with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, self.check(targets)).result()
+            return pool.submit(asyncio.run, self.aread(targets)).result()
 
-    async def check(self, targets: Sequence[PageTarget]) -> list[PageResult]:
-        """One result per target, in order. Each distinct URL is fetched once."""
+    async def aread(self, targets: Sequence[PageTarget]) -> list[PageObservation]:
+        """One observation per target, in order. Each distinct URL is fetched once."""
         urls = list(dict.fromkeys(t.url for t in targets))
         run = _Run(self)
         try:
             fetched = await asyncio.gather(*(run.fetch(url) for url in urls))
         finally:
             await run.aclose()
-        by_url = dict(zip(urls, fetched, strict=True))
-        return [_judge(t, by_url[t.url]) for t in targets]
+        by_url = {url: f.observation(url) for url, f in zip(urls, fetched, strict=True)}
+        return [by_url[t.url] for t in targets]
 
 
 class _Run:
-    """The state of one ``check`` call: semaphores and clients bound to its event loop."""
+    """The state of one ``aread`` call: semaphores and clients bound to its event loop."""
 
-    def __init__(self, checker: PageChecker) -> None:
-        self.c = checker
-        self.slots = asyncio.Semaphore(checker.concurrency)
+    def __init__(self, reader: HttpPageReader) -> None:
+        self.c = reader
+        self.slots = asyncio.Semaphore(reader.concurrency)
         self.host_slots: dict[str, asyncio.Semaphore] = {}
         # One client per host name: connections are pinned to addresses, and a pooled TLS
         # connection verified for one name must not carry requests for another on the same IP.
@@ -425,99 +414,10 @@ class _Run:
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:
-    value = response.headers.get("retry-after", "").strip()
-    return float(value) if value.isdigit() else default
+    wait = parse_retry_after(response.headers.get("retry-after"))
+    return default if wait is None else wait
 
 
 def _host(url: httpx.URL) -> str:
     """The URL's host as ASCII (IDNA), lowercase, without a trailing dot."""
     return url.raw_host.decode("ascii").lower().rstrip(".")
-
-
-def _quoted(items: Iterable[str], joiner: str = ", ") -> str:
-    return joiner.join(f"'{item}'" for item in items)
-
-
-def _judge(target: PageTarget, fetched: _Fetched) -> PageResult:
-    def result(ok: bool, reason: str) -> PageResult:
-        return PageResult(target.url, target.label, ok, fetched.status, fetched.final_url, reason)
-
-    if fetched.text is None:
-        return result(False, fetched.error or "no content")
-    text = normalise(fetched.text)
-    found = [m for m in target.must_mention if normalise(m) in text]
-    missing = [m for m in target.must_mention if m not in found]
-    if not target.must_mention:
-        return result(True, "ok: page is up (nothing to look for)")
-    if target.match == "all":
-        if missing:
-            if len(target.must_mention) == 1:
-                return result(False, f"not mentioned (looked for {_quoted(missing)})")
-            return result(
-                False,
-                f"not mentioned: {_quoted(missing)} (looked for {_quoted(target.must_mention)})",
-            )
-        return result(True, f"ok: mentions {_quoted(found)}")
-    if found:
-        return result(True, f"ok: mentions {_quoted(found[:1])}")
-    return result(False, f"not mentioned (looked for {_quoted(target.must_mention, ' or ')})")
-
-
-# --- from a launch to targets, from results to the results table ----------------------------
-
-
-def page_targets(
-    request: LaunchRequest, features_url: str | None, compare_url: str | None
-) -> list[PageTarget]:
-    """The pages a launch needs: each feature's docs, then /features and its compare view.
-
-    A docs URL shared by several features is fetched once and must mention all of them. The
-    /features page and its compare view are one target each that must list every feature's
-    ``features_page_title``; a failure names the missing ones.
-    """
-    docs: dict[str, list[str]] = {}
-    for feature in request.features:
-        for url in feature.docs_urls:
-            names = docs.setdefault(str(url), [])
-            if feature.name not in names:
-                names.append(feature.name)
-    targets = [
-        PageTarget(url, f"Docs mention {', '.join(names)}", tuple(names), match="all")
-        for url, names in docs.items()
-    ]
-    titles = tuple(dict.fromkeys(f.features_page_title for f in request.features))
-    if features_url:
-        targets.append(
-            PageTarget(features_url, f"/features lists {', '.join(titles)}", titles, match="all")
-        )
-    if compare_url:
-        targets.append(
-            PageTarget(
-                compare_url,
-                f"/features compare view lists {', '.join(titles)}",
-                titles,
-                match="all",
-            )
-        )
-    return targets
-
-
-def check_results(results: Iterable[PageResult]) -> list[ActionResult]:
-    """Rows for the results table: a check writes nothing, so a pass is ``unchanged``."""
-    rows = []
-    for r in results:
-        extra = {"status": str(r.status) if r.status is not None else ""}
-        if r.final_url and r.final_url != r.url:
-            extra["final_url"] = r.final_url
-        rows.append(
-            ActionResult(
-                key=f"check:{r.url}",
-                kind="page",
-                title=r.label,
-                outcome=Outcome.unchanged if r.ok else Outcome.failed,
-                url=r.url,
-                detail=r.reason,
-                extra=extra,
-            )
-        )
-    return rows

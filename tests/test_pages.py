@@ -9,6 +9,7 @@ fault injection adds.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
 import socket
 import time
@@ -23,20 +24,23 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from tminus.domain.pages import PageResult, PageTarget, check_results, judge_all, page_targets
+from tminus.domain.planner import plan_launch
+from tminus.domain.playbook import Playbook
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import Outcome
 from tminus.integrations.pages import (
-    PageChecker,
-    PageTarget,
-    check_results,
+    HttpPageReader,
+    PageReader,
     host_allowed,
-    page_targets,
     refused_address,
     visible_text,
 )
 from tminus_sandbox.app import ThreadedServer
 from tminus_sandbox.control import Control, ControlMiddleware, control_routes
 from tminus_sandbox.docs_site import docs_site_routes
+
+from .conftest import TODAY
 
 
 class InFlight:
@@ -90,11 +94,29 @@ async def go(request: Request) -> Response:
     return RedirectResponse(request.query_params["to"], status_code=302)
 
 
+BUSY: Counter[str] = Counter()
+
+
+async def busy(request: Request) -> Response:
+    """Busy on the first request for each ``n``: 503 with ``Retry-After`` as an HTTP date 2 s
+    ahead (so the wait it asks for is over 1 s); then the page."""
+    BUSY[request.query_params["n"]] += 1
+    if BUSY[request.query_params["n"]] == 1:
+        when = email.utils.formatdate(time.time() + 2, usegmt=True)
+        return Response("busy", status_code=503, headers={"Retry-After": when})
+    return Response("<p>Merge trains</p>", media_type="text/html")
+
+
 @pytest.fixture(scope="module")
 def site_server() -> Iterator[Site]:
     control = Control()
     app = Starlette(
-        routes=[*docs_site_routes(), Route("/go", go), *control_routes(control, lambda: None)]
+        routes=[
+            *docs_site_routes(),
+            Route("/go", go),
+            Route("/busy", busy),
+            *control_routes(control, lambda: None),
+        ]
     )
     inflight = InFlight(ControlMiddleware(app, control))
     with ThreadedServer(inflight) as server:
@@ -130,12 +152,17 @@ async def fake_dns(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
 
 
-def checker(**kw: Any) -> PageChecker:
+def checker(**kw: Any) -> HttpPageReader:
     kw.setdefault("allowed_hosts", ["127.0.0.1:*", "a.test:*", "b.test:*"])
     kw.setdefault("allow_private", True)
     kw.setdefault("timeout", 5.0)
     kw.setdefault("retry_delay", 0.01)
-    return PageChecker(resolver=fake_dns, **kw)
+    return HttpPageReader(resolver=fake_dns, **kw)
+
+
+def check(reader: PageReader, targets: list[PageTarget]) -> list[PageResult]:
+    """A page check as the task runs it: the reader observes, the domain judges."""
+    return judge_all(targets, reader.read(targets))
 
 
 def on_site(request: LaunchRequest, site: Site) -> LaunchRequest:
@@ -144,38 +171,13 @@ def on_site(request: LaunchRequest, site: Site) -> LaunchRequest:
     return LaunchRequest.model_validate_json(raw)
 
 
-# --- targets --------------------------------------------------------------------------------
-
-
-def test_page_targets_for_l1(l1: LaunchRequest) -> None:
-    base = "http://127.0.0.1:4281"
-    targets = page_targets(l1, f"{base}/features", f"{base}/features/compare")
-    assert [(t.url, t.must_mention, t.match) for t in targets] == [
-        (f"{base}/docs/code-review-agent", ("Code Review Agent",), "all"),
-        (f"{base}/docs/review-policies", ("Review policies",), "all"),
-        (f"{base}/features", ("AI code review", "Review policies"), "all"),
-        (f"{base}/features/compare", ("AI code review", "Review policies"), "all"),
-    ]
-    assert len({t.url for t in targets}) == len(targets)  # check:{url} keys are unique
-    assert [t.url for t in page_targets(l1, None, None)] == [t.url for t in targets[:2]]
-
-
-def test_shared_docs_url_must_mention_every_feature(l1: LaunchRequest) -> None:
-    data = l1.model_dump(mode="json")
-    data["features"][1]["docs_urls"] = data["features"][0]["docs_urls"]
-    targets = page_targets(LaunchRequest.model_validate(data), None, None)
-    assert [t.must_mention for t in targets] == [("Code Review Agent", "Review policies")]
-
-
 # --- the L1 example against the stand-in ----------------------------------------------------
 
 
-def test_l1_pages(site: Site, l1: LaunchRequest) -> None:
-    request = on_site(l1, site)
-    targets = page_targets(
-        request, site.at("127.0.0.1", "/features"), site.url + "/features/compare"
-    )
-    results = checker().check_sync(targets)
+def test_l1_pages(site: Site, l1: LaunchRequest, playbook: Playbook) -> None:
+    plan = plan_launch(on_site(l1, site), playbook, TODAY)
+    targets = page_targets(plan, site.at("127.0.0.1", "/features"), site.url + "/features/compare")
+    results = check(checker(), targets)
     by_path = {httpx.URL(r.url).path: r for r in results}
 
     agent = by_path["/docs/code-review-agent"]
@@ -201,12 +203,13 @@ def test_l1_pages(site: Site, l1: LaunchRequest) -> None:
 
 def test_each_url_is_fetched_once(site: Site) -> None:
     url = site.at("127.0.0.1", "/features")
-    results = checker().check_sync(
+    results = check(
+        checker(),
         [
             PageTarget(url, "AI", ("AI code review",)),
             PageTarget(url, "Dark", ("dark MODE",)),  # case and spacing do not matter
             PageTarget(url, "Nope", ("Review policies", "Code review policies")),
-        ]
+        ],
     )
     assert [r.ok for r in results] == [True, True, False]
     assert results[2].reason == (
@@ -233,11 +236,12 @@ def test_features_page_ignores_script_data(site: Site) -> None:
     # Every page of the stand-in carries "Review policies" in JSON-LD, a script, CSS, a comment
     # and attributes; the positive control shows the same page does pass for a visible name.
     url = site.at("a.test", "/features")
-    results = checker().check_sync(
+    results = check(
+        checker(),
         [
             PageTarget(url, "visible", ("Merge trains",)),
             PageTarget(url, "hidden", ("Review policies",)),
-        ]
+        ],
     )
     assert [r.ok for r in results] == [True, False]
 
@@ -246,8 +250,8 @@ def test_features_page_ignores_script_data(site: Site) -> None:
 
 
 def test_redirect_is_followed(site: Site) -> None:
-    [result] = checker().check_sync(
-        [PageTarget(site.at("a.test", "/docs/moved"), "moved", ("Merge trains",))]
+    [result] = check(
+        checker(), [PageTarget(site.at("a.test", "/docs/moved"), "moved", ("Merge trains",))]
     )
     assert result.ok and result.status == 200
     assert result.final_url == site.at("a.test", "/docs/merge-trains")
@@ -255,15 +259,16 @@ def test_redirect_is_followed(site: Site) -> None:
 
 
 def test_redirect_loop_stops(site: Site) -> None:
-    [result] = checker().check_sync([PageTarget(site.at("a.test", "/docs/loop"), "loop", ("x",))])
+    [result] = check(checker(), [PageTarget(site.at("a.test", "/docs/loop"), "loop", ("x",))])
     assert not result.ok and result.reason == "too many redirects (more than 5)"
     assert site.paths() == ["/docs/loop"] * 6
 
 
 def test_redirect_to_a_host_outside_the_allow_list_is_not_followed(site: Site) -> None:
     target = site.at("b.test", "/docs/dark-mode")
-    [result] = checker(allowed_hosts=["a.test:*"]).check_sync(
-        [PageTarget(site.at("a.test", f"/go?to={target}"), "go", ("Dark mode",))]
+    [result] = check(
+        checker(allowed_hosts=["a.test:*"]),
+        [PageTarget(site.at("a.test", f"/go?to={target}"), "go", ("Dark mode",))],
     )
     assert not result.ok
     assert result.reason == (
@@ -282,10 +287,10 @@ def test_private_address_is_refused_unfetched(site: Site) -> None:
         PageTarget(site.at("docs.internal", "/docs/dark-mode"), "private", ("Dark mode",)),
         PageTarget(site.at("mixed.test", "/docs/dark-mode"), "one bad address", ("Dark mode",)),
     ]
-    strict = PageChecker(
+    strict = HttpPageReader(
         ["127.0.0.1:*", "docs.internal:*", "mixed.test:*"], allow_private=False, resolver=fake_dns
     )
-    results = strict.check_sync(targets)
+    results = check(strict, targets)
     assert [r.reason.split(" (")[0] for r in results] == [
         "refused: private address 127.0.0.1",
         "refused: private address 10.0.0.1",
@@ -294,14 +299,15 @@ def test_private_address_is_refused_unfetched(site: Site) -> None:
     assert all(r.status is None for r in results)
     assert site.paths() == []
     # The real resolver path (loop.getaddrinfo) refuses the literal just the same.
-    real = PageChecker(["127.0.0.1:*"], allow_private=False).check_sync(targets[:1])
+    real = check(HttpPageReader(["127.0.0.1:*"], allow_private=False), targets[:1])
     assert real[0].reason.startswith("refused: private address 127.0.0.1")
     assert site.paths() == []
 
 
 def test_host_outside_allow_list_is_refused_unfetched(site: Site) -> None:
-    [result] = checker(allowed_hosts=["*.example.com"]).check_sync(
-        [PageTarget(site.at("a.test", "/docs/dark-mode"), "a", ("Dark mode",))]
+    [result] = check(
+        checker(allowed_hosts=["*.example.com"]),
+        [PageTarget(site.at("a.test", "/docs/dark-mode"), "a", ("Dark mode",))],
     )
     assert result.reason == (
         f"host not allowed: a.test:{site.port} (add it to TMINUS_PAGES_ALLOWED_HOSTS)"
@@ -339,13 +345,14 @@ def test_allow_list_and_address_rules() -> None:
 
 
 def test_404_size_type_and_dns(site: Site) -> None:
-    results = checker(max_bytes=400, allowed_hosts=["a.test:*", "nowhere.test:*"]).check_sync(
+    results = check(
+        checker(max_bytes=400, allowed_hosts=["a.test:*", "nowhere.test:*"]),
         [
             PageTarget(site.at("a.test", "/docs/nope"), "404", ("x",)),
             PageTarget(site.at("a.test", "/features"), "big", ("AI code review",)),
             PageTarget(site.at("a.test", "/docs/manual.pdf"), "pdf", ("Merge trains",)),
             PageTarget(site.at("nowhere.test", "/"), "dns", ("x",)),
-        ]
+        ],
     )
     reasons = [(r.status, r.reason) for r in results]
     assert reasons[0] == (404, "status 404")
@@ -359,8 +366,9 @@ def test_timeout_is_a_result(site: Site) -> None:
     # Control's latency applies to every path, so every page is slow here.
     site.faults(latency_ms=600)
     started = time.monotonic()
-    results = checker(timeout=0.2).check_sync(
-        [PageTarget(site.at("a.test", f"/docs/dark-mode?n={i}"), "slow", ("x",)) for i in range(3)]
+    results = check(
+        checker(timeout=0.2),
+        [PageTarget(site.at("a.test", f"/docs/dark-mode?n={i}"), "slow", ("x",)) for i in range(3)],
     )
     assert [(r.status, r.reason) for r in results] == [(None, "timeout after 0.2s")] * 3
     assert time.monotonic() - started < 0.55  # concurrent, not one after the other
@@ -371,21 +379,27 @@ def test_server_errors_are_tried_again(site: Site) -> None:
     seed = next(s for s in range(1000) if (r := random.Random(s)).random() < 0.5 <= r.random())
     site.faults(error_rate=0.5, seed=seed, prefix="/docs/")
     target = PageTarget(site.at("a.test", "/docs/dark-mode"), "d", ("Dark mode",))
-    [result] = checker().check_sync([target])
+    [result] = check(checker(), [target])
     assert result.ok and site.paths() == ["/docs/dark-mode"] * 2
     site.faults(error_rate=1.0, prefix="/docs/")
-    [result] = checker(retries=2).check_sync([target])
+    [result] = check(checker(retries=2), [target])
     assert (result.ok, result.status, result.reason) == (False, 502, "status 502")
     assert site.paths() == ["/docs/dark-mode"] * 5  # 2 before, then 1 + 2 retries
+
+
+def test_retry_after_as_an_http_date_is_honoured(site: Site) -> None:
+    target = PageTarget(site.at("a.test", f"/busy?n={time.monotonic_ns()}"), "b", ("Merge trains",))
+    started = time.monotonic()
+    [result] = check(checker(retry_delay=0.01), [target])
+    assert result.ok and site.paths() == ["/busy"] * 2
+    assert time.monotonic() - started > 0.9  # the date's wait, not retry_delay
 
 
 def test_connection_refused_is_a_result() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connections are refused
-        [result] = checker().check_sync(
-            [PageTarget(f"http://127.0.0.1:{port}/docs", "down", ("x",))]
-        )
+        [result] = check(checker(), [PageTarget(f"http://127.0.0.1:{port}/docs", "down", ("x",))])
     assert not result.ok and result.reason.startswith("cannot connect to 127.0.0.1")
 
 
@@ -405,16 +419,16 @@ def test_concurrency_bounds(
         for host in ("a.test", "b.test")
         for i in range(5)
     ]
-    results = checker(concurrency=concurrency, per_host=per_host).check_sync(targets)
+    results = check(checker(concurrency=concurrency, per_host=per_host), targets)
     assert all(r.ok for r in results), [r.reason for r in results]
     assert site.inflight.max == max_total
     assert dict(site.inflight.max_host) == {"a.test": max_per_host, "b.test": max_per_host}
 
 
-def test_check_sync_inside_a_running_loop(site: Site) -> None:
+def test_read_inside_a_running_loop(site: Site) -> None:
     async def from_async_code() -> bool:
-        [result] = checker().check_sync(
-            [PageTarget(site.at("a.test", "/docs/dark-mode"), "d", ("Dark mode",))]
+        [result] = check(
+            checker(), [PageTarget(site.at("a.test", "/docs/dark-mode"), "d", ("Dark mode",))]
         )
         return result.ok
 
@@ -459,7 +473,7 @@ def connections(server: socket.socket) -> int:
 def test_embedded_default_reaches_only_the_stand_in() -> None:
     """On the embedded default private addresses are allowed for the stand-in's origin only,
     and TMINUS_PAGES_ALLOW_PRIVATE=false is honoured: then not even that one."""
-    from tminus.integrations.clients import build_checker
+    from tminus.integrations.clients import build_page_reader
     from tminus.settings import load_settings
 
     other, _ = listening()
@@ -472,13 +486,13 @@ def test_embedded_default_reaches_only_the_stand_in() -> None:
         assert not embedded.page_private_ok
         # Another loopback port (the Prefect API, an admin console) is not allowed.
         prefect = f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}/api/health"
-        [refused] = build_checker(embedded).check_sync([PageTarget(prefect, "p", ("x",))])
+        [refused] = check(build_page_reader(embedded), [PageTarget(prefect, "p", ("x",))])
         assert refused.reason.startswith("host not allowed: 127.0.0.1:")
 
         strict = load_settings({**env, "TMINUS_PAGES_ALLOW_PRIVATE": "false"})
         assert strict.page_private_origins == [] and not strict.page_private_ok
         target = PageTarget(f"http://127.0.0.1:{port}/docs/x", "docs", ("x",))
-        [result] = build_checker(strict).check_sync([target])
+        [result] = check(build_page_reader(strict), [target])
         assert result.reason.startswith("refused: private address 127.0.0.1")
         assert connections(other) == 0  # refused before connecting
     finally:
