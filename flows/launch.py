@@ -31,7 +31,7 @@ from tminus.errors import IntegrationError, MaybeSentError, TminusError
 from tminus.integrations.clients import build_calendar, build_checker, build_notifier, build_tracker
 from tminus.integrations.slack import as_markdown
 from tminus.settings import Settings, load_settings
-from tminus.tasks.calendar import sync_calendar
+from tminus.tasks.calendar import reconcile_calendar
 from tminus.tasks.issues import (
     CANCELLED_LABEL,
     check_gitlab,
@@ -343,12 +343,10 @@ def launch(request: LaunchRequest, dry_run: bool = False) -> dict[str, Any]:
         guard = lock.check if lock else _no_guard
         user_ids = check_gitlab(tracker, plan)
         guard()
-        calendar = sync_calendar.submit(
-            build_calendar(settings), settings.calendar_id, plan, dry_run
-        )
+        calendar = reconcile_calendar(build_calendar(settings), settings.calendar_id, plan, dry_run)
         pages = check_pages.submit(build_checker(settings), plan, settings)
         results = reconcile_issues(tracker, plan, user_ids, dry_run=dry_run)
-        results += _settled_list(calendar, f"{slug}/calendar", "calendar", "Launch calendar")
+        results += calendar.results()
         results += _settled_list(pages, f"{slug}/pages", "page", "Page checks")
         if plan.notification is not None:
             tracking_result = next((r for r in results if r.kind == IssueRole.tracking.value), None)
