@@ -22,6 +22,7 @@ from tminus.domain.audit import (
     reminder_marker,
     reminder_note,
 )
+from tminus.domain.calendar import diff_calendar
 from tminus.domain.issues import CANCELLED_LABEL, IssueState, IssueTracker, IssueWrite
 from tminus.domain.plan import key_marker_prefix, request_from_description
 from tminus.domain.planner import plan_launch
@@ -78,10 +79,12 @@ def audit_one(
         ]
     calendar_drift = 0
     try:
-        cal = build_calendar(settings).reconcile(
-            settings.calendar_id, request.slug, list(plan.calendar), dry_run=True
+        calendar = build_calendar(settings)
+        observed = calendar.observe(settings.calendar_id, request.slug)
+        changes = diff_calendar(
+            plan.calendar, observed, request.slug, skip_reason=calendar.skip_reason
         )
-        calendar_drift = sum(1 for r in cal if r.outcome is not Outcome.unchanged)
+        calendar_drift = sum(1 for c in changes if c.planned().outcome is not Outcome.unchanged)
     except TminusError as exc:  # the calendar being down must not stop the audit
         get_run_logger().warning("Calendar check of %s failed: %s", request.slug, exc)
 

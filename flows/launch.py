@@ -27,7 +27,7 @@ from tminus.flows.sales import PendingMessage, finish_sales, start_sales
 from tminus.integrations.clients import connect
 from tminus.settings import Settings, load_settings
 from tminus.tasks.apply import settle
-from tminus.tasks.calendar import sync_calendar
+from tminus.tasks.calendar import reconcile_calendar
 from tminus.tasks.issues import check_gitlab, reconcile_issues
 from tminus.tasks.locks import launch_lock
 from tminus.tasks.pages import check_pages
@@ -96,11 +96,11 @@ def launch(request: LaunchRequest, dry_run: bool = False) -> LaunchReport:
         # Check: the project and every person named exist, before anything is written.
         user_ids = check_gitlab(systems.tracker, plan)
         guard()
-        # Calendar and pages run in worker threads while the issues are reconciled.
-        calendar = sync_calendar.submit(systems.calendar, systems.calendar_id, plan, dry_run)
+        # Calendar changes and page reads run in worker threads while issues are reconciled.
+        calendar = reconcile_calendar(systems.calendar, systems.calendar_id, plan, dry_run)
         pages = check_pages.submit(systems.pages, plan, settings)
         results = reconcile_issues(systems.tracker, plan, user_ids, dry_run)
-        results += settle(calendar, f"{request.slug}/calendar", "calendar", "Launch calendar")
+        results += calendar.results()
         results += settle(pages, f"{request.slug}/pages", "page", "Page checks")
         sales = start_sales(systems, settings, plan, results, dry_run, guard)
         if isinstance(sales, ActionResult):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tminus.domain.calendar import LaunchCalendar
 from tminus.domain.issues import IssueTracker
-from tminus.integrations.gcal import LaunchCalendar
 from tminus.integrations.gcal import build_calendar as build_calendar
 from tminus.integrations.gitlab import GitLabTracker
 from tminus.integrations.gitlab import build_tracker as build_tracker

@@ -1,31 +1,32 @@
 """Google Calendar, through google-api-python-client: the only module that talks to Calendar.
 
-Every planned ``CalendarSpec`` is one all-day event on the marketing launch calendar. An event
-carries its key in ``extendedProperties.private`` (``tminus_launch``, ``tminus_key``,
-``tminus_activity``) and has an id derived from that key, so a run finds the launch's events
-in Calendar itself (one ``events.list`` filtered on the launch), creates what is missing,
-patches only what drifted and cancels (never deletes) what the plan dropped. An unchanged
-launch sends no write.
+``CalendarAdapter`` is the ``LaunchCalendar`` port (``domain.calendar``) on Google Calendar: it
+*observes* a launch's events and *applies* one change at a time; the diff between the two is
+the domain's. Google's JSON stays here: an event carries its tags in
+``extendedProperties.private`` (``tminus_launch``, ``tminus_key``, ``tminus_activity``) and
+has an id derived from its key, so ``observe`` finds the launch's events in Calendar itself
+(one ``events.list`` filtered on the launch, cancelled ones too), and ``apply`` inserts, patches
+only what drifted, or cancels (never deletes). An unchanged launch sends no write.
 
 Resilience: ``execute()`` runs with its own retries off (``num_retries=0``); each call goes
 through one ``RetryPolicy`` (``integrations.retry``), which retries 5xx, 429 and 403 rate-limit
 answers and dropped connections, bounded, honouring ``Retry-After``. Every call may be repeated:
-inserts carry an id derived from the key, so a repeat answers 409 duplicate. Errors leave this
-module as ``TransientError`` or ``PermanentError`` carrying Google's own message.
+inserts carry an id derived from the key, so a repeat answers 409 duplicate, and the adapter
+adopts the event that holds the id. Errors leave this module as ``TransientError`` or
+``PermanentError`` carrying Google's own message.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlsplit
 
 import google.auth.exceptions
@@ -37,15 +38,19 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from tminus.domain.plan import CalendarSpec
-from tminus.domain.results import ActionResult, Outcome
-from tminus.errors import (
-    IntegrationError,
-    PermanentError,
-    SettingsError,
-    TminusError,
-    TransientError,
+from tminus.domain.calendar import (
+    CalendarChange,
+    CalendarEvent,
+    CancelEvent,
+    EventTags,
+    InsertEvent,
+    LaunchCalendar,
+    UpdateEvent,
+    adopt,
+    end_day,
 )
+from tminus.domain.results import ActionResult, Outcome
+from tminus.errors import PermanentError, SettingsError, TransientError
 from tminus.integrations.retry import RetryPolicy, parse_retry_after, retry_policy
 
 if TYPE_CHECKING:
@@ -69,12 +74,6 @@ _HINTS = {
 }
 
 log = logging.getLogger("tminus")
-
-
-def event_id(key: str) -> str:
-    """A Calendar event id from a plan key: stable, and valid (lowercase base32hex, a-v0-9)."""
-    digest = hashlib.sha256(key.encode()).digest()
-    return base64.b32hexencode(digest).decode().lower().rstrip("=")[:40]
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -143,89 +142,87 @@ def translate(resource: str) -> Iterator[None]:
         ) from exc
 
 
-# --- the pure part: what an event should be, and what drifted ---------------------------------
+# --- Google's JSON and the domain's events -----------------------------------------------------
 
 
-def _text(value: Any) -> str:
-    """Compare texts as Calendar keeps them (it may drop a trailing newline or use CRLF)."""
-    return str(value or "").replace("\r\n", "\n").strip()
+def _day(value: Any) -> date | None:
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
-def private_properties(spec: CalendarSpec, launch_slug: str) -> dict[str, str]:
-    return {LAUNCH_PROP: launch_slug, KEY_PROP: spec.key, ACTIVITY_PROP: spec.activity_key}
+def _tag(value: Any) -> str | None:
+    return str(value) if value is not None else None
 
 
-def new_event(spec: CalendarSpec, launch_slug: str) -> dict[str, Any]:
+def observed_event(event: dict[str, Any]) -> CalendarEvent:
+    """A Calendar event as the domain sees it (its tags are in ``extendedProperties``)."""
+    private = (event.get("extendedProperties") or {}).get("private") or {}
+    start, end = event.get("start") or {}, event.get("end") or {}
+    return CalendarEvent(
+        key=str(private.get(KEY_PROP) or ""),
+        event_id=str(event.get("id") or ""),
+        title=str(event.get("summary") or ""),
+        description=str(event.get("description") or ""),
+        start=_day(start.get("date")),
+        end=_day(end.get("date")),
+        start_time=_tag(start.get("dateTime")),
+        end_time=_tag(end.get("dateTime")),
+        launch_slug=_tag(private.get(LAUNCH_PROP)),
+        activity_key=_tag(private.get(ACTIVITY_PROP)),
+        cancelled=event.get("status") == "cancelled",
+        url=_tag(event.get("htmlLink")),
+    )
+
+
+def private_properties(tags: EventTags) -> dict[str, str]:
+    return {LAUNCH_PROP: tags.launch_slug, KEY_PROP: tags.key, ACTIVITY_PROP: tags.activity_key}
+
+
+def insert_body(change: InsertEvent) -> dict[str, Any]:
     """The insert body: an all-day event (the end date is exclusive), shown as free time."""
+    spec = change.spec
     return {
-        "id": event_id(spec.key),
+        "id": change.event_id,
         "summary": spec.title,
         "description": spec.description,
         "start": {"date": spec.day.isoformat()},
-        "end": {"date": (spec.day + timedelta(days=1)).isoformat()},
+        "end": {"date": end_day(spec.day).isoformat()},
         "transparency": "transparent",
-        "extendedProperties": {"private": private_properties(spec, launch_slug)},
+        "extendedProperties": {"private": private_properties(change.tags)},
     }
 
 
-def _all_day(day: date, current: dict[str, Any]) -> dict[str, Any]:
+def _all_day(day: date, timed: bool) -> dict[str, Any]:
     # Patch merges objects: clear a time someone set, or the event would have both.
     out: dict[str, Any] = {"date": day.isoformat()}
-    if "dateTime" in current:
+    if timed:
         out["dateTime"] = None
-    if "timeZone" in current:
         out["timeZone"] = None
     return out
 
 
-def diff_event(
-    spec: CalendarSpec, launch_slug: str, event: dict[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
-    """The patch body that brings ``event`` back to ``spec`` (empty: nothing drifted), and the
-    names of what changed."""
+def patch_body(change: UpdateEvent) -> dict[str, Any]:
+    """The patch body: only the fields that drifted."""
+    before = change.before
     patch: dict[str, Any] = {}
-    changed: list[str] = []
-    if _text(event.get("summary")) != _text(spec.title):
-        patch["summary"] = spec.title
-        changed.append("title")
-    if _text(event.get("description")) != _text(spec.description):
-        patch["description"] = spec.description
-        changed.append("description")
-    start, end = event.get("start") or {}, event.get("end") or {}
-    end_day = spec.day + timedelta(days=1)
-    if start.get("date") != spec.day.isoformat() or "dateTime" in start:
-        patch["start"] = _all_day(spec.day, start)
-    if end.get("date") != end_day.isoformat() or "dateTime" in end:
-        patch["end"] = _all_day(end_day, end)
-    if "start" in patch or "end" in patch:
-        was = start.get("date") or start.get("dateTime") or "?"
-        changed.append(f"date {was} -> {spec.day.isoformat()}")
-    want = private_properties(spec, launch_slug)
-    private = (event.get("extendedProperties") or {}).get("private") or {}
-    if any(private.get(k) != v for k, v in want.items()):
-        patch["extendedProperties"] = {"private": want}
-        changed.append("properties")
-    if event.get("status") == "cancelled":
+    if change.title is not None:
+        patch["summary"] = change.title
+    if change.description is not None:
+        patch["description"] = change.description
+    if change.start is not None:
+        patch["start"] = _all_day(change.start, before.start_time is not None)
+    if change.end is not None:
+        patch["end"] = _all_day(change.end, before.end_time is not None)
+    if change.tags is not None:
+        patch["extendedProperties"] = {"private": private_properties(change.tags)}
+    if change.revive:
         patch["status"] = "confirmed"
-        changed.insert(0, "revived")
-    return patch, changed
+    return patch
 
 
 # --- the adapter ------------------------------------------------------------------------------
-
-
-class LaunchCalendar(Protocol):
-    """What the launch flow needs from a launch calendar (Google Calendar, or another)."""
-
-    def reconcile(
-        self,
-        calendar_id: str,
-        launch_slug: str,
-        specs: list[CalendarSpec],
-        dry_run: bool = False,
-    ) -> list[ActionResult]:
-        """Make the launch's events on ``calendar_id`` match ``specs``; one result per event."""
-        ...
 
 
 class CalendarAdapter:
@@ -233,6 +230,8 @@ class CalendarAdapter:
 
     Calls are serialized: the underlying httplib2 connection is not thread-safe.
     """
+
+    skip_reason: str | None = None
 
     def __init__(
         self,
@@ -253,9 +252,12 @@ class CalendarAdapter:
 
         return self._retry.call(attempt)
 
-    def find_events(self, calendar_id: str, launch_slug: str) -> dict[str, dict[str, Any]]:
-        """Every event of the launch, cancelled ones too, by key (read from Calendar itself)."""
-        found: dict[str, dict[str, Any]] = {}
+    def observe(self, calendar_id: str, launch_slug: str) -> list[CalendarEvent]:
+        """Every event of the launch, cancelled ones too, read from Calendar itself (one
+        ``events.list`` filtered on the launch, page by page). Its errors are raised: nothing
+        should act on a partial view."""
+        found: list[CalendarEvent] = []
+        first_id: dict[str, str] = {}
         token: str | None = None
         resource = f"events of calendar {calendar_id}"
         while True:
@@ -269,111 +271,65 @@ class CalendarAdapter:
                 ),
                 resource,
             )
-            for event in page.get("items") or []:
-                key = ((event.get("extendedProperties") or {}).get("private") or {}).get(KEY_PROP)
-                if not key:
-                    continue
-                if key in found and not self._better(key, event, found[key]):
-                    continue
-                found[key] = event
+            for item in page.get("items") or []:
+                event = observed_event(item)
+                if event.key in first_id:
+                    # A copy someone made; the diff decides which one counts.
+                    log.warning(
+                        "Calendar events %s and %s both carry key %s",
+                        first_id[event.key],
+                        event.event_id,
+                        event.key,
+                    )
+                elif event.key:
+                    first_id[event.key] = event.event_id
+                found.append(event)
             token = page.get("nextPageToken")
             if not token:
                 return found
 
-    @staticmethod
-    def _better(key: str, event: dict[str, Any], kept: dict[str, Any]) -> bool:
-        """Two events with one key (a copy someone made): keep ours, else a live one."""
-        log.warning("Calendar events %s and %s both carry key %s", kept["id"], event["id"], key)
-        if kept.get("id") == event_id(key):
-            return False
-        return event.get("id") == event_id(key) or (
-            kept.get("status") == "cancelled" and event.get("status") != "cancelled"
-        )
-
-    def reconcile(
-        self,
-        calendar_id: str,
-        launch_slug: str,
-        specs: list[CalendarSpec],
-        dry_run: bool = False,
-    ) -> list[ActionResult]:
-        """Create missing events, patch drifted ones, cancel those no longer planned.
-
-        Listing the launch's events must work (its errors are raised: nothing acts on a
-        partial view); after that, one failed event is a ``failed`` result and does not stop
-        the others.
-        """
-        existing = self.find_events(calendar_id, launch_slug)
-        results: list[ActionResult] = []
-        planned = {spec.key for spec in specs}
-        for spec in specs:
-            try:
-                results.append(
-                    self._ensure(calendar_id, launch_slug, spec, existing.get(spec.key), dry_run)
-                )
-            except IntegrationError as exc:
-                results.append(self._failed(spec.key, spec.title, exc))
-        for key in sorted(set(existing) - planned):
-            event = existing[key]
-            try:
-                results.append(self._cancel(calendar_id, key, event, dry_run))
-            except IntegrationError as exc:
-                results.append(self._failed(key, str(event.get("summary") or key), exc))
-        return results
-
-    @staticmethod
-    def _failed(key: str, title: str, exc: TminusError) -> ActionResult:
-        return ActionResult(
-            key=key, kind="calendar", title=title, outcome=Outcome.failed, detail=str(exc)
-        )
-
-    def _ensure(
-        self,
-        calendar_id: str,
-        launch_slug: str,
-        spec: CalendarSpec,
-        event: dict[str, Any] | None,
-        dry_run: bool,
-    ) -> ActionResult:
-        result = ActionResult(
-            key=spec.key,
-            kind="calendar",
-            title=spec.title,
-            outcome=Outcome.unchanged,
-            extra={"event_id": event_id(spec.key), "day": spec.day.isoformat()},
-        )
-        resource = f"event {spec.key} in calendar {calendar_id}"
-        if event is None:
-            result.outcome, result.detail = Outcome.created, f"all day on {spec.day.isoformat()}"
-            if dry_run:
-                return result
-            body = new_event(spec, launch_slug)
-            # A retry of an insert (the retry policy's, on a 5xx or a dropped connection, or
-            # a re-run) may follow an insert that happened but whose answer was lost. The
-            # id is derived from the key, so the repeat answers 409 duplicate instead of
-            # creating a second event: inserting twice can never duplicate.
-            created = self._execute_insert(calendar_id, body, resource)
-            if created is not None:
-                result.url = created.get("htmlLink")
-                return result
-            # The id is taken (the list lagged, or the lost answer above): adopt that event.
-            event = self._execute(
-                self._events.get(calendarId=calendar_id, eventId=body["id"]), resource
-            )
-            result.outcome, result.detail = Outcome.unchanged, "already on the calendar"
-        result.url = event.get("htmlLink")
-        result.extra["event_id"] = str(event.get("id"))
-        patch, changed = diff_event(spec, launch_slug, event)
-        if not patch:
-            return result
-        result.outcome, result.detail = Outcome.updated, "changed: " + ", ".join(changed)
-        if not dry_run:
+    def apply(self, calendar_id: str, change: CalendarChange) -> ActionResult:
+        """Write one change: insert, patch what drifted, or cancel (never delete)."""
+        row = change.planned()
+        resource = f"event {change.key} in calendar {calendar_id}"
+        if isinstance(change, InsertEvent):
+            return self._insert(calendar_id, change, resource)
+        if isinstance(change, UpdateEvent):
             patched = self._execute(
-                self._events.patch(calendarId=calendar_id, eventId=event["id"], body=patch),
+                self._events.patch(
+                    calendarId=calendar_id,
+                    eventId=change.before.event_id,
+                    body=patch_body(change),
+                ),
                 resource,
             )
-            result.url = patched.get("htmlLink") or result.url
-        return result
+            row.url = patched.get("htmlLink") or row.url
+        elif isinstance(change, CancelEvent):
+            self._execute(
+                self._events.patch(
+                    calendarId=calendar_id,
+                    eventId=change.event.event_id,
+                    body={"status": "cancelled"},
+                ),
+                resource,
+            )
+        return row  # a KeepEvent or SkipEvent writes nothing
+
+    def _insert(self, calendar_id: str, change: InsertEvent, resource: str) -> ActionResult:
+        # A retry of an insert (the retry policy's, on a 5xx or a dropped connection, or a
+        # re-run) may follow an insert that happened but whose answer was lost. The id is
+        # derived from the key, so the repeat answers 409 duplicate instead of creating a
+        # second event: inserting twice can never duplicate.
+        created = self._execute_insert(calendar_id, insert_body(change), resource)
+        if created is not None:
+            row = change.planned()
+            row.url = created.get("htmlLink")
+            return row
+        # The id is taken (the list lagged, or the lost answer above): adopt that event.
+        found = self._execute(
+            self._events.get(calendarId=calendar_id, eventId=change.event_id), resource
+        )
+        return self.apply(calendar_id, adopt(change, observed_event(found)))
 
     def _execute_insert(
         self, calendar_id: str, body: dict[str, Any], resource: str
@@ -392,31 +348,6 @@ class CalendarAdapter:
                 return None
             raise
 
-    def _cancel(
-        self, calendar_id: str, key: str, event: dict[str, Any], dry_run: bool
-    ) -> ActionResult:
-        """An event whose activity no longer applies: cancelled (revivable), never deleted."""
-        result = ActionResult(
-            key=key,
-            kind="calendar",
-            title=str(event.get("summary") or key),
-            outcome=Outcome.unchanged,
-            url=event.get("htmlLink"),
-            extra={"event_id": str(event.get("id"))},
-        )
-        if event.get("status") == "cancelled":
-            result.detail = "cancelled: no longer planned"
-            return result
-        result.outcome, result.detail = Outcome.closed, "no longer planned: cancelled"
-        if not dry_run:
-            self._execute(
-                self._events.patch(
-                    calendarId=calendar_id, eventId=event["id"], body={"status": "cancelled"}
-                ),
-                f"event {key} in calendar {calendar_id}",
-            )
-        return result
-
 
 class NoCalendar:
     """No launch calendar is configured (a team not on Google): every entry is skipped, and the
@@ -426,39 +357,27 @@ class NoCalendar:
         "no launch calendar configured (set TMINUS_GCAL_CREDENTIALS_FILE or "
         "TMINUS_GCAL_SECRET_BLOCK, or use `tminus calendar export`)"
     )
+    skip_reason: str | None = REASON
 
-    def reconcile(
-        self,
-        calendar_id: str,
-        launch_slug: str,
-        specs: list[CalendarSpec],
-        dry_run: bool = False,
-    ) -> list[ActionResult]:
-        return [
-            ActionResult(
-                key=spec.key,
-                kind="calendar",
-                title=spec.title,
-                outcome=Outcome.skipped,
-                detail=self.REASON,
-            )
-            for spec in specs
-        ]
+    def observe(self, calendar_id: str, launch_slug: str) -> list[CalendarEvent]:
+        return []  # it holds nothing
+
+    def apply(self, calendar_id: str, change: CalendarChange) -> ActionResult:
+        return replace(change.planned(), outcome=Outcome.skipped, detail=self.REASON)
 
 
 class UnconfiguredCalendar:
     """Stands in for a Calendar configured wrongly: says what to fix, writes nothing."""
 
+    skip_reason: str | None = None
+
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
-    def reconcile(
-        self,
-        calendar_id: str,
-        launch_slug: str,
-        specs: list[CalendarSpec],
-        dry_run: bool = False,
-    ) -> list[ActionResult]:
+    def observe(self, calendar_id: str, launch_slug: str) -> list[CalendarEvent]:
+        raise SettingsError("Google Calendar settings", [self.reason])
+
+    def apply(self, calendar_id: str, change: CalendarChange) -> ActionResult:
         raise SettingsError("Google Calendar settings", [self.reason])
 
 

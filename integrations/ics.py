@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from icalendar import Calendar, Event
 
+from tminus.domain.calendar import event_id
 from tminus.domain.plan import CalendarSpec, Plan
-from tminus.integrations.gcal import event_id
 
 PRODID = "-//tminus//launch calendar//EN"
 CALENDAR_NAME = "Launch calendar"

@@ -7,7 +7,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,29 +21,38 @@ from googleapiclient.errors import HttpError
 from starlette.applications import Starlette
 
 from tests.conftest import ROOT, TODAY
+from tminus.domain.calendar import (
+    CalendarEvent,
+    InsertEvent,
+    LaunchCalendar,
+    UpdateEvent,
+    diff_calendar,
+    event_id,
+)
 from tminus.domain.plan import CalendarSpec, Plan
 from tminus.domain.planner import plan_launch
 from tminus.domain.playbook import Playbook
 from tminus.domain.request import LaunchRequest, Tier
-from tminus.domain.results import Outcome
-from tminus.errors import PermanentError, SettingsError, TransientError
+from tminus.domain.results import ActionResult, Outcome, is_noop
+from tminus.errors import PermanentError, SettingsError, TminusError, TransientError
 from tminus.integrations.gcal import (
     KEY_PROP,
     LAUNCH_PROP,
     CalendarAdapter,
+    NoCalendar,
     UnconfiguredCalendar,
     api_endpoint,
     build_calendar,
     build_calendar_service,
     calendar_page_url,
-    diff_event,
-    event_id,
+    insert_body,
     load_service_account_info,
-    new_event,
+    patch_body,
     translate,
 )
 from tminus.integrations.retry import RetryPolicy
 from tminus.settings import load_settings
+from tminus.tasks.apply import failed
 from tminus_sandbox.app import ThreadedServer, free_port
 from tminus_sandbox.control import Control, ControlMiddleware, Faults
 from tminus_sandbox.gcal import API_METHODS, GLOBAL_PARAMS, GCalStore, gcal_routes
@@ -142,9 +151,23 @@ def plan_for(request: LaunchRequest, playbook: Playbook, **changes: Any) -> Plan
     return plan_launch(request.model_copy(update=changes), playbook, TODAY)
 
 
-def reconcile(adapter: CalendarAdapter, plan: Plan, dry_run: bool = False) -> dict[str, Any]:
-    results = adapter.reconcile(CAL, plan.request.slug, list(plan.calendar), dry_run=dry_run)
-    return {r.key: r for r in results}
+def reconcile(
+    calendar: LaunchCalendar, plan: Plan, dry_run: bool = False
+) -> dict[str, ActionResult]:
+    """What ``tasks.calendar.reconcile_calendar`` does, without Prefect: observe (its errors
+    are raised), diff, apply each change that does something (a failed write fails its row)."""
+    slug = plan.request.slug
+    observed = calendar.observe(CAL, slug)
+    rows = []
+    for change in diff_calendar(plan.calendar, observed, slug, skip_reason=calendar.skip_reason):
+        row = change.planned()
+        if not dry_run and not is_noop(row):
+            try:
+                row = calendar.apply(CAL, change)
+            except TminusError as exc:
+                row = failed(row, exc)
+        rows.append(row)
+    return {r.key: r for r in rows}
 
 
 def fixture_body(name: str) -> Any:
@@ -282,7 +305,7 @@ def test_insert_answered_409_duplicate_adopts_the_event(
     spec = plan.calendar[0]
     # Someone (or an older tool) made an event with our id but without our properties, so
     # the launch's list cannot find it: the insert answers 409 duplicate.
-    stray = {**new_event(spec, plan.request.slug), "summary": "old title"}
+    stray = {**insert_body(InsertEvent(spec, plan.request.slug)), "summary": "old title"}
     stray.pop("extendedProperties")
     gcal.service().events().insert(calendarId=CAL, body=stray).execute()
     gcal.clear_log()
@@ -398,7 +421,7 @@ def test_paging_follows_next_page_token(
     assert "pageToken=" in gcal.log()[1].query
 
 
-def test_diff_event_is_empty_for_an_equal_event_and_clears_a_time() -> None:
+def test_text_calendar_trimmed_is_equal_and_a_time_someone_set_is_cleared(gcal: StandIn) -> None:
     spec = CalendarSpec(
         key="x/calendar/launch-day",
         activity_key="launch-day",
@@ -406,21 +429,74 @@ def test_diff_event_is_empty_for_an_equal_event_and_clears_a_time() -> None:
         description="It ships.\n",
         day=date(2027, 3, 16),
     )
-    event = {**new_event(spec, "x"), "description": "It ships."}  # Calendar may trim
-    assert diff_event(spec, "x", event) == ({}, [])
-    timed = {**event, "start": {"dateTime": "2027-03-16T09:00:00Z"}}
-    patch, changed = diff_event(spec, "x", timed)
-    assert patch == {"start": {"date": "2027-03-16", "dateTime": None}}
-    assert changed == ["date 2027-03-16T09:00:00Z -> 2027-03-16"]
+    body = {**insert_body(InsertEvent(spec, "x")), "description": "It ships."}  # Calendar may trim
+    events = gcal.service().events()
+    events.insert(calendarId=CAL, body=body).execute()
+    adapter = gcal.adapter()
+    (change,) = diff_calendar([spec], adapter.observe(CAL, "x"), "x")
+    assert is_noop(change.planned())
+
+    timed = {
+        "start": {"date": None, "dateTime": "2027-03-16T09:00:00Z", "timeZone": "UTC"},
+        "end": {"date": None, "dateTime": "2027-03-16T10:00:00Z", "timeZone": "UTC"},
+    }
+    events.patch(calendarId=CAL, eventId=event_id(spec.key), body=timed).execute()
+    (change,) = diff_calendar([spec], adapter.observe(CAL, "x"), "x")
+    assert isinstance(change, UpdateEvent)
+    assert patch_body(change) == {
+        "start": {"date": "2027-03-16", "dateTime": None, "timeZone": None},
+        "end": {"date": "2027-03-17", "dateTime": None, "timeZone": None},
+    }
+    assert change.planned().detail == "changed: date 2027-03-16T09:00:00Z -> 2027-03-16"
+    gcal.clear_log()
+    assert adapter.apply(CAL, change).outcome is Outcome.updated
+    assert [w.method for w in gcal.writes()] == ["PATCH"]
+    stored = gcal.store.event(CAL, event_id(spec.key))
+    assert stored["start"] == {"date": "2027-03-16"} and stored["end"] == {"date": "2027-03-17"}
 
 
-def test_event_ids_are_stable_and_valid() -> None:
-    ids = {event_id(f"launch-{n}/calendar/launch-day") for n in range(200)}
-    assert len(ids) == 200
-    assert all(
-        5 <= len(i) <= 1024 and set(i) <= set("0123456789abcdefghijklmnopqrstuv") for i in ids
+def test_patch_body_writes_only_what_drifted() -> None:
+    spec = CalendarSpec(
+        key="x/calendar/launch-day",
+        activity_key="launch-day",
+        title="Launch day",
+        description="",
+        day=date(2027, 3, 16),
     )
-    assert event_id("a/calendar/b") == event_id("a/calendar/b")
+    ours = CalendarEvent(
+        key=spec.key,
+        event_id=event_id(spec.key),
+        title="Launch day",
+        start=date(2027, 3, 16),
+        end=date(2027, 3, 17),
+        launch_slug="x",
+        activity_key="launch-day",
+    )
+    timed_start = replace(ours, start=None, start_time="2027-03-16T09:00:00Z")
+    (change,) = diff_calendar([spec], [timed_start], "x")
+    assert isinstance(change, UpdateEvent)
+    assert patch_body(change) == {
+        "start": {"date": "2027-03-16", "dateTime": None, "timeZone": None}
+    }
+    moved = replace(
+        ours, title="Old", start=date(2027, 3, 9), end=date(2027, 3, 10), cancelled=True
+    )
+    (change,) = diff_calendar([spec], [moved], "x")
+    assert isinstance(change, UpdateEvent)
+    assert patch_body(change) == {
+        "summary": "Launch day",
+        "start": {"date": "2027-03-16"},
+        "end": {"date": "2027-03-17"},
+        "status": "confirmed",
+    }
+    untagged = replace(ours, activity_key=None)
+    (change,) = diff_calendar([spec], [untagged], "x")
+    assert isinstance(change, UpdateEvent)
+    assert patch_body(change) == {
+        "extendedProperties": {
+            "private": {LAUNCH_PROP: "x", KEY_PROP: spec.key, "tminus_activity": "launch-day"}
+        }
+    }
 
 
 # --- error translation ------------------------------------------------------------------
@@ -464,7 +540,7 @@ def test_bad_event_id_is_refused_by_the_stand_in(gcal: StandIn) -> None:
 def test_proxy_errors_after_retries_are_transient(gcal: StandIn) -> None:
     gcal.control.set_faults(Faults(error_rate=1.0))
     with pytest.raises(TransientError) as info:
-        gcal.adapter(attempts=2).find_events(CAL, "x")
+        gcal.adapter(attempts=2).observe(CAL, "x")
     assert info.value.status == 502
     assert info.value.message.startswith("502 injected by the sandbox; gave up after 2 attempts")
 
@@ -473,7 +549,7 @@ def test_connection_refused_is_transient() -> None:
     service = build_calendar_service(f"http://127.0.0.1:{free_port()}")
     adapter = CalendarAdapter(service, retry=fast(2))
     with pytest.raises(TransientError) as info:
-        adapter.find_events(CAL, "x")
+        adapter.observe(CAL, "x")
     assert info.value.message.startswith("cannot reach Google Calendar (ConnectionRefusedError)")
 
 
@@ -481,7 +557,7 @@ def test_timeout_is_transient(gcal: StandIn) -> None:
     gcal.control.set_faults(Faults(latency_ms=400))
     adapter = CalendarAdapter(build_calendar_service(gcal.url, timeout=0.1), retry=fast(1))
     with pytest.raises(TransientError) as info:
-        adapter.find_events(CAL, "x")
+        adapter.observe(CAL, "x")
     assert "TimeoutError" in info.value.message
     # Let the slow request finish, so it does not land in the next test's log.
     deadline = time.monotonic() + 5
@@ -531,9 +607,9 @@ def test_service_account_file_sends_a_self_signed_jwt(
 
 def test_bearer_token_and_anonymous(gcal: StandIn) -> None:
     gcal.store.require_auth = True
-    CalendarAdapter(gcal.service(token="ya29.test"), retry=fast()).find_events(CAL, "x")
+    CalendarAdapter(gcal.service(token="ya29.test"), retry=fast()).observe(CAL, "x")
     with pytest.raises(PermanentError) as info:
-        gcal.adapter().find_events(CAL, "x")
+        gcal.adapter().observe(CAL, "x")
     assert info.value.status == 401
     assert info.value.message.startswith("Login Required. (check the service-account")
 
@@ -562,7 +638,7 @@ def test_build_calendar_from_settings(gcal: StandIn) -> None:
     settings = load_settings({"TMINUS_GCAL_ENDPOINT": api_endpoint(gcal.url)})
     calendar = build_calendar(settings)
     assert isinstance(calendar, CalendarAdapter)
-    assert calendar.reconcile(CAL, "x", []) == []
+    assert calendar.observe(CAL, "x") == []
     # A real GitLab and no calendar configured: entries are skipped, saying what to set.
     none = build_calendar(load_settings({"TMINUS_GITLAB_URL": "https://gl.example.com"}))
     spec = CalendarSpec(
@@ -572,7 +648,9 @@ def test_build_calendar_from_settings(gcal: StandIn) -> None:
         description="",
         day=date(2030, 1, 1),
     )
-    (row,) = none.reconcile(CAL, "x", [spec])
+    assert isinstance(none, NoCalendar)
+    (change,) = diff_calendar([spec], none.observe(CAL, "x"), "x", skip_reason=none.skip_reason)
+    row = change.planned()
     assert row.outcome is Outcome.skipped and "TMINUS_GCAL_CREDENTIALS_FILE" in row.detail
     # Configured wrongly: the calendar step fails, saying what to fix.
     broken = build_calendar(
@@ -585,7 +663,7 @@ def test_build_calendar_from_settings(gcal: StandIn) -> None:
     )
     assert isinstance(broken, UnconfiguredCalendar)
     with pytest.raises(SettingsError):
-        broken.reconcile(CAL, "x", [])
+        broken.observe(CAL, "x")
 
 
 @pytest.mark.e2e
@@ -608,10 +686,10 @@ def test_service_account_from_a_prefect_secret_block(
         load_service_account_info("tminus-test-gcal-nowhere")
     gcal.store.require_auth = True
     service = build_calendar_service(gcal.url, secret_block="tminus-test-gcal-dict")
-    assert CalendarAdapter(service, retry=fast()).find_events(CAL, "x") == {}
+    assert CalendarAdapter(service, retry=fast()).observe(CAL, "x") == []
     info = load_service_account_info("tminus-test-gcal-text")
     service = build_calendar_service(gcal.url, service_account_info=info)
-    assert CalendarAdapter(service, retry=fast()).find_events(CAL, "x") == {}
+    assert CalendarAdapter(service, retry=fast()).observe(CAL, "x") == []
 
 
 # --- the stand-in itself ----------------------------------------------------------------
