@@ -9,6 +9,7 @@ from typing import Any
 
 from tminus.deployments.embedded import receiver_service, runner_service, up
 from tminus.domain.request import LaunchRequest
+from tminus.errors import ServiceError
 from tminus.settings import Settings
 
 DEPLOYMENT = "launch/launch"
@@ -25,7 +26,7 @@ def _wait_for_deployment(timeout: float = 90) -> Any:
                 return client.read_deployment_by_name(DEPLOYMENT)
             except ObjectNotFound:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
+                    raise ServiceError(
                         "the deployments did not appear; see .tminus/logs/runner.log"
                     ) from None
                 time.sleep(0.5)

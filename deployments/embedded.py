@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from tminus.errors import SettingsError
+from tminus.errors import ServiceError, SettingsError
 from tminus.settings import Settings
 
 
@@ -178,7 +178,7 @@ def up(
     for svc in wanted:
         while svc.health and not _healthy(svc.health):
             if time.monotonic() > deadline:
-                raise RuntimeError(
+                raise ServiceError(
                     f"{svc.name} did not answer at {svc.health} within {timeout:.0f} s; "
                     f"see {home / 'logs' / (svc.name + '.log')}"
                 )

@@ -6,6 +6,7 @@
     ├── LaunchIncomplete             a launch ran, some of its actions failed (carries the report)
     ├── LockTimeout                  another live run kept the launch locked for the whole wait
     ├── LockLost                     this run lost its launch lock; it stopped writing
+    ├── ServiceError                 a local service (Prefect server, stand-ins) did not come up
     ├── InputError                   bad input, found before any side effect
     │   ├── LaunchFileError          a launch file (or UI form) that does not validate
     │   ├── PlaybookError            a playbook that does not validate
@@ -53,6 +54,11 @@ class LockTimeout(TminusError, TimeoutError):
 class LockLost(TminusError):
     """This run could not keep its launch lock (Prefect unreachable, or another run took it
     over): it stops before writing anything more."""
+
+
+class ServiceError(TminusError):
+    """A local service tminus starts (the Prefect server, the stand-ins, the runner) did not
+    come up in time; the message names its log."""
 
 
 class InputError(TminusError):
