@@ -38,6 +38,7 @@ def main() -> None:
     import yaml
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
+
     from tminus.domain.plan import KEY_MARKER_PATTERN
     from tminus.domain.planner import plan_launch
     from tminus.domain.playbook import default_playbook_path, load_playbook

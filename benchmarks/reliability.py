@@ -50,10 +50,6 @@ def main() -> None:
     import yaml
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
-    from tminus.domain.playbook import default_playbook_path
-    from tminus.domain.request import load_launch_file
-    from tminus.flows.launch import LaunchIncomplete, launch
-    from tminus_sandbox.app import ThreadedServer, create_sandbox, free_port
 
     from tests.conftest import SandboxClient, sandbox_env
     from tests.test_launch_everything import retarget
@@ -66,6 +62,10 @@ def main() -> None:
         tally,
         write_launch_file,
     )
+    from tminus.domain.playbook import default_playbook_path
+    from tminus.domain.request import load_launch_file
+    from tminus.flows.launch import LaunchIncomplete, launch
+    from tminus_sandbox.app import ThreadedServer, create_sandbox, free_port
 
     python = platform.python_version()
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {python}")

@@ -9,7 +9,6 @@ from typing import Any
 
 from tminus.deployments.embedded import receiver_service, runner_service, up
 from tminus.domain.request import LaunchRequest
-
 from tminus.settings import Settings
 
 DEPLOYMENT = "launch/launch"

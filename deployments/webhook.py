@@ -67,6 +67,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
 from tminus.deployments.outbox import Outbox, OutboxRow
 from tminus.domain.release import (
     DELIVERY_MAX_CHARS,
@@ -82,7 +84,6 @@ from tminus.domain.release import (
     description_excerpt,
 )
 from tminus.domain.validation import describe_validation_error
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 logger = logging.getLogger("tminus.webhook")
 

@@ -14,6 +14,7 @@ from datetime import date
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict
+
 from tminus.domain.request import LaunchRequest
 
 # The reconciler replaces these with real issue references (#12) once the issues exist.

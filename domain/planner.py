@@ -35,7 +35,6 @@ from tminus.domain.playbook import (
     time_limit,
 )
 from tminus.domain.request import LaunchRequest
-
 from tminus.errors import LaunchFileError
 
 LAUNCH_DAY = "launch-day"

@@ -34,9 +34,9 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from markupsafe import EscapeFormatter, Markup
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
 from tminus.domain.request import SLUG_PATTERN, Feature, Label, LaunchRequest, Line, Tier
 from tminus.domain.validation import clip, describe_validation_error, read_yaml_mapping
-
 from tminus.errors import PlaybookError
 
 DEFAULT_PLAYBOOK = "default.yaml"

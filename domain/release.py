@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, TypeAdapter
+
 from tminus.domain.request import (
     LAUNCH_DATE_MAX,
     LAUNCH_DATE_MIN,
@@ -30,7 +31,6 @@ from tminus.domain.request import (
     slugify,
 )
 from tminus.domain.validation import read_yaml_mapping
-
 from tminus.errors import LaunchFileError
 
 TIER_LINE = re.compile(r"^\s*Launch-Tier:\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)

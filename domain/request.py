@@ -23,8 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from tminus.domain.validation import describe_validation_error, read_yaml_mapping, show_value
 
+from tminus.domain.validation import describe_validation_error, read_yaml_mapping, show_value
 from tminus.errors import LaunchFileError
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$"

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
 from tminus.domain.request import Feature, LaunchRequest, Tier
 
 HEADER_LIMIT = 150

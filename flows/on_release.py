@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+
 from tminus.domain.planner import fit_to_tier
 from tminus.domain.playbook import load_playbook
 from tminus.domain.release import (
@@ -22,9 +23,8 @@ from tminus.domain.release import (
 from tminus.domain.request import LaunchRequest, Tier, load_launch_file
 from tminus.flows.launch import launch
 from tminus.integrations.gitlab import build_tracker
-from tminus.tasks.issues import cancel_launch
-
 from tminus.settings import load_settings
+from tminus.tasks.issues import cancel_launch
 
 
 @flow(name="on-release")

@@ -12,7 +12,6 @@ from tminus.integrations.gitlab import build_tracker as build_tracker
 from tminus.integrations.pages import PageChecker
 from tminus.integrations.retry import retry_policy
 from tminus.integrations.slack import SlackNotifier
-
 from tminus.settings import Settings
 
 

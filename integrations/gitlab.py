@@ -22,10 +22,10 @@ import gitlab
 import gitlab.exceptions
 import requests
 import urllib3.exceptions
-from tminus.domain.issues import IssueState, IssueWrite, split_description
-from tminus.integrations.retry import RetryPolicy, parse_retry_after, retry_policy
 
+from tminus.domain.issues import IssueState, IssueWrite, split_description
 from tminus.errors import PermanentError, TransientError
+from tminus.integrations.retry import RetryPolicy, parse_retry_after, retry_policy
 from tminus.settings import Settings
 
 SYSTEM = "GitLab"

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from icalendar import Calendar, Event
+
 from tminus.domain.plan import CalendarSpec, Plan
 from tminus.integrations.gcal import event_id
 

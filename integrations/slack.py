@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
-from tminus.integrations.retry import RetryPolicy, parse_retry_after
 
 from tminus.errors import PermanentError, TransientError
+from tminus.integrations.retry import RetryPolicy, parse_retry_after
 
 SYSTEM = "Slack"
 RESOURCE = "webhook"

@@ -13,11 +13,11 @@ import gitlab
 import httpx
 import pytest
 import yaml
+
 from tminus.domain.playbook import Playbook, default_playbook_path, load_playbook
 from tminus.domain.request import LaunchRequest, load_launch_file
-from tminus_sandbox.app import Sandbox, ThreadedServer, create_sandbox
-
 from tminus.settings import Settings, load_settings
+from tminus_sandbox.app import Sandbox, ThreadedServer, create_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

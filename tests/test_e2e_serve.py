@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tminus_sandbox.app import free_port
 
 from .conftest import ROOT, SandboxClient, sandbox_env

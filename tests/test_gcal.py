@@ -19,9 +19,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from googleapiclient.errors import HttpError
 from starlette.applications import Starlette
-from tminus_sandbox.app import ThreadedServer, free_port
-from tminus_sandbox.control import Control, ControlMiddleware, Faults
-from tminus_sandbox.gcal import API_METHODS, GLOBAL_PARAMS, GCalStore, gcal_routes
 
 from tests.conftest import ROOT, TODAY
 from tminus.domain.plan import CalendarSpec, Plan
@@ -47,6 +44,9 @@ from tminus.integrations.gcal import (
 )
 from tminus.integrations.retry import RetryPolicy
 from tminus.settings import load_settings
+from tminus_sandbox.app import ThreadedServer, free_port
+from tminus_sandbox.control import Control, ControlMiddleware, Faults
+from tminus_sandbox.gcal import API_METHODS, GLOBAL_PARAMS, GCalStore, gcal_routes
 
 CAL = "marketing-launches@group.calendar.google.com"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")

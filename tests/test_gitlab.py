@@ -10,13 +10,13 @@ from pathlib import Path
 
 import gitlab
 import pytest
+
 from tminus.domain.issues import IssueWrite, compose_description
+from tminus.errors import PermanentError, TransientError
 from tminus.integrations.gitlab import GitLabTracker, build_tracker, gitlab_client
 from tminus.integrations.retry import RetryPolicy
-from tminus_sandbox.app import ThreadedServer, create_sandbox, free_port
-
-from tminus.errors import PermanentError, TransientError
 from tminus.settings import Settings, load_settings
+from tminus_sandbox.app import ThreadedServer, create_sandbox, free_port
 
 from .conftest import SandboxClient
 
@@ -234,6 +234,7 @@ def test_only_a_connection_that_never_opened_counts_as_not_sent() -> None:
     """A reset, a TLS error or a read timeout may follow a create GitLab carried out: such a
     create is looked up before it is sent again, never re-sent blindly."""
     import requests
+
     from tminus.integrations.gitlab import translate
 
     def raised(exc: Exception) -> TransientError:

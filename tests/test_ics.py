@@ -6,14 +6,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from icalendar import Calendar
+
+from tests.conftest import TODAY
 from tminus.domain.plan import Plan
 from tminus.domain.planner import plan_launch
 from tminus.domain.playbook import Playbook
 from tminus.domain.request import LaunchRequest
 from tminus.integrations.gcal import event_id
 from tminus.integrations.ics import PRODID, launch_calendar_ics
-
-from tests.conftest import TODAY
 
 NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
 

@@ -35,6 +35,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tminus.domain.playbook import default_playbook_path
 
 from .conftest import EXAMPLES, SandboxClient, sandbox_env

@@ -8,9 +8,9 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
+
 from tminus.domain.request import LaunchRequest
 from tminus.flows.launch import launch
-
 from tminus.settings import Settings
 
 from .conftest import SandboxClient

@@ -11,10 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+
 from tminus.domain.plan import KEY_MARKER_PATTERN
 from tminus.domain.request import LaunchRequest, Tier
 from tminus.flows.launch import LaunchIncomplete, launch
-
 from tminus.settings import Settings
 
 from .conftest import ROOT, SandboxClient

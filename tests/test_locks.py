@@ -12,6 +12,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.states import Running
 from prefect.variables import Variable
+
 from tminus.tasks.locks import (
     LEASE_SECONDS,
     LockLost,

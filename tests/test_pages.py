@@ -22,9 +22,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
-from tminus_sandbox.app import ThreadedServer
-from tminus_sandbox.control import Control, ControlMiddleware, control_routes
-from tminus_sandbox.docs_site import docs_site_routes
 
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import Outcome
@@ -37,6 +34,9 @@ from tminus.integrations.pages import (
     refused_address,
     visible_text,
 )
+from tminus_sandbox.app import ThreadedServer
+from tminus_sandbox.control import Control, ControlMiddleware, control_routes
+from tminus_sandbox.docs_site import docs_site_routes
 
 
 class InFlight:

@@ -8,11 +8,11 @@ from datetime import date, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tminus.domain.plan import REF_PATTERN, IssueRole
 from tminus.domain.planner import fit_to_tier, plan_launch
 from tminus.domain.playbook import Frequency, Kind, Playbook
 from tminus.domain.request import LaunchRequest, Tier
-
 from tminus.errors import LaunchFileError
 
 from .conftest import TODAY
@@ -225,6 +225,7 @@ def test_fit_to_tier_drops_options_the_new_tier_does_not_take(
 
 def _playbook_with(description: str = "", title: str | None = None) -> Playbook:
     import yaml
+
     from tminus.domain.playbook import default_playbook_path, parse_playbook
 
     data = yaml.safe_load(default_playbook_path().read_text())
@@ -270,7 +271,6 @@ def test_any_launch_file_plans_deliverably_or_is_refused(
 ) -> None:
     from tminus.domain.playbook import load_playbook
     from tminus.domain.request import parse_launch_request
-
     from tminus.errors import LaunchFileError
 
     data = {

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tminus.domain.playbook import Frequency, Kind, default_playbook_path, load_playbook
 from tminus.domain.request import Tier
-
 from tminus.errors import PlaybookError
 
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
 from tminus.domain.release import (
     DESCRIPTION_MAX_CHARS,
     Release,
@@ -20,7 +21,6 @@ from tminus.domain.release import (
     tier_from_description,
 )
 from tminus.domain.request import Tier, load_launch_file
-
 from tminus.errors import LaunchFileError
 
 from .conftest import EXAMPLES

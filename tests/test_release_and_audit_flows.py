@@ -6,12 +6,12 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
+
 from tminus.domain.release import Release
 from tminus.domain.request import LaunchRequest
 from tminus.flows.audit import audit
 from tminus.flows.launch import launch
 from tminus.flows.on_release import on_release
-
 from tminus.settings import Settings
 
 from .conftest import SandboxClient

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tminus.domain.plan import KEY_MARKER_PATTERN
 from tminus.domain.planner import plan_launch
 from tminus.domain.playbook import load_playbook
 from tminus.domain.request import LaunchRequest
 from tminus.flows.launch import LaunchIncomplete, launch
-
 from tminus.settings import Settings
 
 from .conftest import ROOT, SandboxClient, sandbox_env

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tminus.domain.request import Tier, load_launch_file, parse_launch_request, slugify
 
+from tminus.domain.request import Tier, load_launch_file, parse_launch_request, slugify
 from tminus.errors import LaunchFileError
 
 from .conftest import EXAMPLES

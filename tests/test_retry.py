@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tminus.integrations.retry import RetryPolicy
 
 from tminus.errors import MaybeSentError, PermanentError, TransientError
+from tminus.integrations.retry import RetryPolicy
 
 
 class Clock:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+
 from tminus.domain.request import LaunchRequest, Tier
 from tminus.domain.sales import (
     ARRIVED_BOX,
@@ -30,13 +31,12 @@ from tminus.domain.sales import (
     sent_note,
     sent_record,
 )
+from tminus.errors import MaybeSentError, PermanentError, TransientError
 from tminus.integrations.retry import RetryPolicy
 from tminus.integrations.slack import SlackNotifier, as_markdown
 from tminus_sandbox.app import ThreadedServer
 from tminus_sandbox.control import Control, ControlMiddleware, control_routes
 from tminus_sandbox.slack import SlackStore, slack_routes
-
-from tminus.errors import MaybeSentError, PermanentError, TransientError
 
 TRACKING = "http://127.0.0.1:4281/marketing/launches/-/issues/1"
 FEATURES = "http://127.0.0.1:4281/features"

@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
 from tminus.deployments.outbox import Outbox
 from tminus.deployments.webhook import (
     EVENT_ID_NAMESPACE,
@@ -296,6 +297,7 @@ def run_parameters(event: dict[str, Any]) -> dict[str, Any]:
     from prefect.utilities.callables import parameter_schema
     from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
     from prefect.utilities.schema_tools.validation import validate
+
     from tminus.deployments.serve import release_trigger
     from tminus.flows.on_release import on_release
 

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tminus.deployments.webhook import HOOK_PATH, MAX_BODY_BYTES
 from tminus.domain.release import Release
 from tminus_sandbox.app import ThreadedServer
