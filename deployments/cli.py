@@ -36,8 +36,7 @@ def _load(path: str, settings: Settings) -> tuple[Any, Any]:
     """Validate the launch file against the schema and the playbook, and plan it once (pure,
     so a template that fails for this launch fails here): no side effects."""
     from tminus.domain.planner import check_request, plan_launch
-    from tminus.domain.playbook import load_playbook
-    from tminus.domain.request import load_launch_file
+    from tminus.integrations.files import load_launch_file, load_playbook
 
     request = load_launch_file(path)
     playbook = load_playbook(settings.playbook)
@@ -321,8 +320,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_playbook(args: argparse.Namespace, settings: Settings) -> int:
-    from tminus.domain.playbook import load_playbook
     from tminus.domain.request import Tier
+    from tminus.integrations.files import load_playbook
 
     playbook = load_playbook(args.file or settings.playbook)
     print(f"Playbook {playbook.name!r}: {len(playbook.activities)} activities\n")

@@ -22,13 +22,13 @@ from pydantic import Field
 from tminus.domain.issues import IssueTracker
 from tminus.domain.plan import IssueRole, Plan
 from tminus.domain.planner import plan_launch
-from tminus.domain.playbook import load_playbook
 from tminus.domain.report import counts, plan_markdown, results_rows
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import ActionResult, Outcome
 from tminus.domain.sales import intent_note, sales_message, sent_note, sent_record
 from tminus.errors import IntegrationError, MaybeSentError, TminusError
 from tminus.integrations.clients import build_calendar, build_checker, build_notifier, build_tracker
+from tminus.integrations.files import load_playbook
 from tminus.integrations.slack import as_markdown
 from tminus.settings import Settings, load_settings
 from tminus.tasks.calendar import sync_calendar

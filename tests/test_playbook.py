@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tminus.domain.playbook import Frequency, Kind, default_playbook_path, load_playbook
+from tminus.domain.playbook import Frequency, Kind
 from tminus.domain.request import Tier
 from tminus.errors import PlaybookError
+from tminus.integrations.files import default_playbook_path, load_playbook
 
 
 def test_default_playbook_matches_the_handbook_matrix() -> None:
