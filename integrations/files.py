@@ -77,6 +77,11 @@ def load_playbook(path: str | Path | None = None) -> Playbook:
         mtime = resolved.stat().st_mtime_ns
     except FileNotFoundError:
         raise PlaybookError(str(resolved), ["file not found; check TMINUS_PLAYBOOK"]) from None
+    except OSError:
+        # A path that cannot even be looked at (a file used as a folder, a name too long): the
+        # reader names the problem, as it does for a launch file.
+        read_bounded(resolved, PlaybookError)
+        raise
     return _load_cached(str(resolved), mtime)
 
 

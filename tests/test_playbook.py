@@ -240,3 +240,14 @@ def test_ordinary_template_features_still_work(tmp_path: Path) -> None:
         " {{ 'ab' * n }} {{ 'x'|center(5) }}|{{ items|map('upper')|join }}"
     )
     assert render(template, context) == "1/2 A;2/2 B; a, b 003 2027 ababab   x  |AB"
+
+
+@pytest.mark.parametrize("name", ["file.yaml/playbook.yaml", "x" * 300])
+def test_a_playbook_path_that_cannot_be_read_is_named(tmp_path: Path, name: str) -> None:
+    (tmp_path / "file.yaml").write_text("name: x\n")
+    path = tmp_path / name
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path)
+    assert str(err.value).startswith(f"{path} is not valid")
+    (problem,) = err.value.problems
+    assert problem.startswith("cannot be read: "), problem
