@@ -41,9 +41,8 @@ def main() -> None:
 
     from tminus.domain.plan import KEY_MARKER_PATTERN
     from tminus.domain.planner import plan_launch
-    from tminus.domain.playbook import default_playbook_path, load_playbook
-    from tminus.domain.request import load_launch_file
     from tminus.flows.launch import launch
+    from tminus.integrations.files import default_playbook_path, load_launch_file, load_playbook
     from tminus_sandbox.app import ThreadedServer, create_sandbox
 
     request = load_launch_file(ROOT / "examples" / "l1.yaml")

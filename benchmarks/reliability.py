@@ -62,10 +62,9 @@ def main() -> None:
         tally,
         write_launch_file,
     )
-    from tminus.domain.playbook import default_playbook_path
-    from tminus.domain.request import load_launch_file
     from tminus.errors import LaunchIncomplete
     from tminus.flows.launch import launch
+    from tminus.integrations.files import default_playbook_path, load_launch_file
     from tminus_sandbox.app import ThreadedServer, create_sandbox, free_port
 
     python = platform.python_version()

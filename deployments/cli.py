@@ -1,7 +1,8 @@
 """The ``tminus`` command.
 
-Exit codes: 0 done · 1 the launch ran but some actions failed · 2 bad input (launch file,
-playbook, settings) · 3 an external system refused (GitLab, Prefect).
+Exit codes: 0 done · 1 the launch ran but some actions failed, or ``deployments --check``
+found the file out of date · 2 bad input (launch file, playbook, settings) · 3 an external
+system refused (GitLab, Prefect).
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ def _load(path: str, settings: Settings) -> tuple[Any, Any]:
     """Validate the launch file against the schema and the playbook, and plan it once (pure,
     so a template that fails for this launch fails here): no side effects."""
     from tminus.domain.planner import check_request, plan_launch
-    from tminus.domain.playbook import load_playbook
-    from tminus.domain.request import load_launch_file
+    from tminus.integrations.files import load_launch_file, load_playbook
 
     request = load_launch_file(path)
     playbook = load_playbook(settings.playbook)
@@ -262,6 +262,31 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_deployments(args: argparse.Namespace, settings: Settings) -> int:
+    from tminus.deployments.catalogue import prefect_yaml
+
+    text = prefect_yaml()
+    if args.write:
+        Path(args.write).write_text(text, encoding="utf-8")
+        print(f"Wrote {args.write}", file=sys.stderr)
+        return 0
+    if args.check:
+        try:
+            current = Path(args.check).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(args.check, [f"cannot be read: {exc.strerror or exc}"]) from None
+        if current != text:
+            print(
+                f"tminus: {args.check} differs from the deployments in deployments/catalogue.py; "
+                f"run `tminus deployments --write {args.check}`",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     _start_services(settings)
     from tminus.flows.audit import audit
@@ -311,8 +336,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_playbook(args: argparse.Namespace, settings: Settings) -> int:
-    from tminus.domain.playbook import load_playbook
     from tminus.domain.request import Tier
+    from tminus.integrations.files import load_playbook
 
     playbook = load_playbook(args.file or settings.playbook)
     print(f"Playbook {playbook.name!r}: {len(playbook.activities)} activities\n")
@@ -375,6 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-receiver", action="store_true", help="do not start the webhook receiver")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "deployments",
+        help="print prefect.yaml (for work pools) as generated from the deployments "
+        "`tminus serve` serves",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--write", metavar="FILE", help="write it to FILE, e.g. prefect.yaml")
+    group.add_argument(
+        "--check", metavar="FILE", help="exit 1 if FILE differs from what would be written"
+    )
+    p.set_defaults(func=cmd_deployments)
 
     p = sub.add_parser("webhook", help="run the GitLab webhook receiver in the foreground")
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (default TMINUS_WEBHOOK_PORT)")

@@ -1,4 +1,8 @@
-"""All tminus deployments, as code, served together by ``tminus serve``.
+"""All tminus deployments, served together by ``tminus serve``.
+
+The deployments themselves (names, flows, descriptions, tags, the release trigger, the audit
+schedule) are defined once in ``tminus.deployments.catalogue``; this module turns each entry
+into ``flow.to_deployment(...)``, with the audit's cron and time zone from the settings.
 
 - ``launch/launch``: started by hand from the Prefect UI; its form is built from
   ``LaunchRequest`` (tiers as a dropdown, every field described, defaults shown).
@@ -17,53 +21,47 @@ a run that starts when ``tminus serve`` is back.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
+from tminus.deployments.catalogue import RELEASE_TRIGGER, DeploymentSpec, EventTrigger, catalogue
 from tminus.settings import Settings
 
-RELEASE_EVENT = "gitlab.release.*"
 POLL_SECONDS = 1
 
 
-def release_trigger() -> DeploymentEventTrigger:
+def event_trigger(trigger: EventTrigger) -> DeploymentEventTrigger:
     return DeploymentEventTrigger(
-        name="gitlab-release",
-        description="A GitLab release (via the tminus webhook receiver) starts on-release.",
-        expect={RELEASE_EVENT},
-        match={"prefect.resource.id": "gitlab.release.*"},
-        # One expression keeps its JSON type: the flow receives the payload as a dict. The
-        # payload is exactly a Release (deployments.webhook.release_event), small and bounded.
-        parameters={"release": "{{ event.payload }}"},
+        name=trigger.name,
+        description=trigger.description,
+        expect=set(trigger.expect),
+        match=dict(trigger.match),
+        parameters=dict(trigger.parameters),
+    )
+
+
+def release_trigger() -> DeploymentEventTrigger:
+    """The on-release deployment's trigger, as Prefect gets it."""
+    return event_trigger(RELEASE_TRIGGER)
+
+
+def to_deployment(spec: DeploymentSpec) -> Any:
+    """The catalogue entry as a deployment ``serve()`` takes (a ``RunnerDeployment``)."""
+    flow = getattr(import_module(spec.flow_module), spec.flow_name)
+    return flow.to_deployment(
+        name=spec.name,
+        description=spec.description,
+        tags=list(spec.tags),
+        triggers=[event_trigger(t) for t in spec.triggers] or None,
+        schedules=[Cron(s.cron, timezone=s.timezone) for s in spec.schedules] or None,
     )
 
 
 def build_deployments(settings: Settings) -> list[Any]:
-    from tminus.flows.audit import audit
-    from tminus.flows.launch import launch
-    from tminus.flows.on_release import on_release
-
-    return [
-        launch.to_deployment(
-            name="launch",
-            description="Start a launch: fill the form (tier, date, owner, features) and run.",
-            tags=["tminus"],
-        ),
-        on_release.to_deployment(
-            name="on-release",
-            description="Started by GitLab releases through the webhook receiver.",
-            tags=["tminus"],
-            triggers=[release_trigger()],
-        ),
-        audit.to_deployment(
-            name="audit",
-            description="Checklist audit of every open launch.",
-            tags=["tminus"],
-            schedules=[Cron(settings.audit_cron, timezone=settings.timezone)],
-        ),
-    ]
+    return [to_deployment(spec) for spec in catalogue(settings.audit_cron, settings.timezone)]
 
 
 def serve_all(settings: Settings, limit: int | None = 8) -> None:

@@ -17,8 +17,6 @@ from contextvars import ContextVar
 from datetime import date
 from enum import Enum
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 from typing import Annotated, Any
 
 from jinja2 import (
@@ -36,10 +34,12 @@ from markupsafe import EscapeFormatter, Markup
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from tminus.domain.request import SLUG_PATTERN, Feature, Label, LaunchRequest, Line, Tier
-from tminus.domain.validation import clip, describe_validation_error, read_yaml_mapping
+from tminus.domain.validation import (
+    clip,
+    describe_validation_error,
+    parse_yaml_mapping,
+)
 from tminus.errors import PlaybookError
-
-DEFAULT_PLAYBOOK = "default.yaml"
 
 
 class Frequency(str, Enum):
@@ -805,14 +805,11 @@ def _check_templates(playbook: Playbook) -> list[str]:
     return problems
 
 
-# --- loading -----------------------------------------------------------------------------
-
-
-def default_playbook_path() -> Path:
-    return Path(str(resources.files("tminus.domain").joinpath("playbooks", DEFAULT_PLAYBOOK)))
+# --- parsing (reading the file is tminus.integrations.files.load_playbook's job) ------------
 
 
 def parse_playbook(data: dict[str, Any], source: str) -> Playbook:
+    """Validate a playbook's data, trial-rendering every template; errors name ``source``."""
     try:
         playbook = Playbook.model_validate(data)
     except ValidationError as exc:
@@ -824,16 +821,6 @@ def parse_playbook(data: dict[str, Any], source: str) -> Playbook:
     return playbook
 
 
-@lru_cache(maxsize=8)
-def _load_cached(path: str, mtime_ns: int) -> Playbook:
-    return parse_playbook(read_yaml_mapping(Path(path), PlaybookError), path)
-
-
-def load_playbook(path: str | Path | None = None) -> Playbook:
-    """Load and validate a playbook (the packaged default when ``path`` is None)."""
-    resolved = Path(path) if path else default_playbook_path()
-    try:
-        mtime = resolved.stat().st_mtime_ns
-    except FileNotFoundError:
-        raise PlaybookError(str(resolved), ["file not found; check TMINUS_PLAYBOOK"]) from None
-    return _load_cached(str(resolved), mtime)
+def parse_playbook_file(raw: bytes, source: str) -> Playbook:
+    """Parse and validate the bytes of a playbook YAML file; errors name ``source``."""
+    return parse_playbook(parse_yaml_mapping(raw, source, PlaybookError), source)

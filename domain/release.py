@@ -1,4 +1,5 @@
-"""From a GitLab release to a launch request (pure: the caller reads files and settings).
+"""From a GitLab release to a launch request (pure: the caller reads files and settings;
+``tminus.integrations.files.find_launch_file`` looks through the launches folder).
 
 The tier comes, in order, from a ``Launch-Tier: L1|L2|L3`` line in the release description,
 from a launch file in the launches folder whose ``release_tag`` matches the release tag, or
@@ -15,9 +16,9 @@ A release the receiver accepts is therefore a parameter Prefect accepts (well un
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, TypeAdapter
@@ -30,7 +31,6 @@ from tminus.domain.request import (
     parse_launch_request,
     slugify,
 )
-from tminus.domain.validation import read_yaml_mapping
 from tminus.errors import LaunchFileError
 
 TIER_LINE = re.compile(r"^\s*Launch-Tier:\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
@@ -241,51 +241,31 @@ def tier_from_description(description: str | None) -> Tier | None:
         ) from None
 
 
-def find_launch_file(folder: Path | None, tag: str) -> Path | None:
-    """A launch file for this release: ``<tag>.yaml`` or any file with ``release_tag: <tag>``.
+def launch_file_names(tag: str) -> tuple[str, str]:
+    """The names a launch file for the release tagged ``tag`` may have in the launches folder."""
+    return (f"{tag}.yaml", f"{tag}.yml")
 
-    Only files inside ``folder`` (after resolving ``..`` and symlinks) are read, whatever the
-    tag says: the release models refuse tags like ``../x``, and this holds even if they did not.
+
+def is_launch_file_for(data: Mapping[str, Any], tag: str) -> bool:
+    """Whether the raw data of a launch file names this release tag.
+
+    Matched on the raw data, before validation: a launch file for this release with a mistake
+    in it must fail the run naming the mistake, not be passed over for a made-up launch.
     """
-    if folder is None or not folder.is_dir():
-        return None
-    root = folder.resolve()
-
-    def inside(path: Path) -> bool:
-        try:
-            return path.resolve().is_relative_to(root) and path.is_file()
-        except (OSError, ValueError):  # a loop of symlinks, a NUL in the name
-            return False
-
-    for path in (folder / f"{tag}.yaml", folder / f"{tag}.yml"):
-        if inside(path):
-            return path
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        if not inside(path):
-            continue
-        # Match on the raw file: a launch file for this release with a mistake in it must fail
-        # the run naming the mistake, not be passed over for a made-up launch.
-        # The one bounded reader: a YAML bomb in the folder is refused, never expanded.
-        try:
-            raw = read_yaml_mapping(path, LaunchFileError)
-        except LaunchFileError:
-            continue
-        if str(raw.get("release_tag")) == tag:
-            return path
-    return None
+    return str(data.get("release_tag")) == tag
 
 
 def decide_tier(
     release: Release,
     launch_file: LaunchRequest | None,
-    launch_file_path: Path | None,
+    launch_file_source: str | None,
     project_default: Tier,
 ) -> TierDecision:
     from_description = tier_from_description(release.description)
     if from_description is not None:
         return TierDecision(from_description, "Launch-Tier line in the release description")
     if launch_file is not None:
-        return TierDecision(launch_file.tier, f"launch file {launch_file_path}")
+        return TierDecision(launch_file.tier, f"launch file {launch_file_source}")
     return TierDecision(project_default, f"default tier of project {release.project_path}")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from datetime import date
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
@@ -24,7 +23,11 @@ from pydantic import (
     model_validator,
 )
 
-from tminus.domain.validation import describe_validation_error, read_yaml_mapping, show_value
+from tminus.domain.validation import (
+    describe_validation_error,
+    parse_yaml_mapping,
+    show_value,
+)
 from tminus.errors import LaunchFileError
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$"
@@ -333,7 +336,9 @@ def parse_launch_request(data: dict[str, Any], source: str = "launch request") -
         raise LaunchFileError(source, describe_validation_error(exc)) from None
 
 
-def load_launch_file(path: str | Path) -> LaunchRequest:
-    """Read and validate a YAML launch file."""
-    path = Path(path)
-    return parse_launch_request(read_yaml_mapping(path, LaunchFileError), str(path))
+def parse_launch_file(raw: bytes, source: str) -> LaunchRequest:
+    """Validate the bytes of a YAML launch file; errors name ``source`` (the file).
+
+    Reading it is ``tminus.integrations.files.load_launch_file``'s job.
+    """
+    return parse_launch_request(parse_yaml_mapping(raw, source, LaunchFileError), source)

@@ -1,17 +1,17 @@
 """Turn pydantic and YAML errors into messages that name the field, the value and the fix.
 
-Launch files and playbooks are read by one bounded reader (:func:`read_yaml_mapping`): at most
-``MAX_FILE_BYTES`` of UTF-8, at most ``MAX_YAML_NODES`` values once anchors (``&a``) and aliases
-(``*a``) are expanded, so a "billion laughs" file is refused while it is read instead of
-exhausting memory in whatever walks the data next. Messages print at most ``VALUE_CHARS``
-characters of any value.
+Launch files and playbooks are parsed by one bounded parser (:func:`parse_yaml_mapping`): at
+most ``MAX_FILE_BYTES`` of UTF-8, at most ``MAX_YAML_NODES`` values once anchors (``&a``) and
+aliases (``*a``) are expanded, so a "billion laughs" file is refused while it is parsed instead
+of exhausting memory in whatever walks the data next. Messages print at most ``VALUE_CHARS``
+characters of any value. Reading the file is not done here (the domain does no I/O):
+``tminus.integrations.files`` reads at most ``MAX_FILE_BYTES + 1`` bytes and hands them over.
 """
 
 from __future__ import annotations
 
 import reprlib
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
@@ -174,23 +174,17 @@ for _tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:int"):
     _BoundedLoader.add_constructor(_tag, _BoundedLoader.construct_lenient_scalar)
 
 
-def read_yaml_mapping(path: Path, error_cls: type[Exception]) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; errors name the file, the line and the fix."""
+def parse_yaml_mapping(raw: bytes, source: str, error_cls: type[Exception]) -> dict[str, Any]:
+    """Parse the bytes of a YAML file that must hold a mapping; errors name ``source`` (the
+    file), the line and the fix.
+
+    ``raw`` is what the reader got: at most ``MAX_FILE_BYTES + 1`` bytes, so that one byte more
+    than allowed is seen here and refused.
+    """
 
     def fail(problem: str) -> NoReturn:
-        raise error_cls(str(path), [problem])
+        raise error_cls(source, [problem])
 
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        fail("file not found; check the path")
-    except IsADirectoryError:
-        fail("is a folder, not a file; give the path of a YAML file")
-    except PermissionError:
-        fail("cannot be read: permission denied; check the file's permissions")
-    except OSError as exc:
-        fail(f"cannot be read: {exc.strerror or exc}; give the path of a YAML file")
     if len(raw) > MAX_FILE_BYTES:
         fail(f"is larger than {MAX_FILE_BYTES // 1024} KiB; is it the right file?")
     try:

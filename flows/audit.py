@@ -26,10 +26,15 @@ from tminus.domain.calendar import diff_calendar
 from tminus.domain.issues import CANCELLED_LABEL, IssueState, IssueTracker, IssueWrite
 from tminus.domain.plan import key_marker_prefix, request_from_description
 from tminus.domain.planner import plan_launch
-from tminus.domain.playbook import Playbook, load_playbook
+from tminus.domain.playbook import Playbook
 from tminus.domain.results import Outcome
 from tminus.errors import TminusError
-from tminus.integrations.clients import build_calendar, build_page_reader, build_tracker
+from tminus.integrations.clients import (
+    build_calendar,
+    build_page_reader,
+    build_tracker,
+)
+from tminus.integrations.files import load_playbook
 from tminus.settings import Settings, load_settings
 
 TRACKING_LABEL = "launch-issue::tracking"

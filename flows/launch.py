@@ -18,13 +18,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tminus.domain.plan import Plan
 from tminus.domain.planner import plan_launch
-from tminus.domain.playbook import load_playbook
 from tminus.domain.report import LaunchReport, counts, plan_markdown, results_rows
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import ActionResult
 from tminus.errors import LaunchIncomplete
 from tminus.flows.sales import PendingMessage, finish_sales, start_sales
 from tminus.integrations.clients import connect
+from tminus.integrations.files import load_playbook
 from tminus.settings import Settings, load_settings
 from tminus.tasks.apply import settle
 from tminus.tasks.calendar import reconcile_calendar

@@ -13,15 +13,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tminus.domain.planner import fit_to_tier
-from tminus.domain.playbook import load_playbook
-from tminus.domain.release import (
-    Release,
-    decide_tier,
-    find_launch_file,
-    request_from_release,
-)
-from tminus.domain.request import LaunchRequest, Tier, load_launch_file
+from tminus.domain.release import Release, decide_tier, request_from_release
+from tminus.domain.request import LaunchRequest, Tier
 from tminus.flows.launch import launch
+from tminus.integrations.files import find_launch_file, load_launch_file, load_playbook
 from tminus.integrations.gitlab import build_tracker
 from tminus.settings import load_settings
 from tminus.tasks.issues import cancel_launch
@@ -41,7 +36,10 @@ def on_release(release: Release) -> dict[str, Any]:
     path = find_launch_file(settings.launches_dir, release.tag)
     launch_file: LaunchRequest | None = load_launch_file(path) if path else None
     decision = decide_tier(
-        release, launch_file, path, Tier(settings.tier_for_project(release.project_path))
+        release,
+        launch_file,
+        str(path) if path else None,
+        Tier(settings.tier_for_project(release.project_path)),
     )
     request = request_from_release(
         release,

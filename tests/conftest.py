@@ -14,8 +14,9 @@ import httpx
 import pytest
 import yaml
 
-from tminus.domain.playbook import Playbook, default_playbook_path, load_playbook
-from tminus.domain.request import LaunchRequest, load_launch_file
+from tminus.domain.playbook import Playbook
+from tminus.domain.request import LaunchRequest
+from tminus.integrations.files import default_playbook_path, load_launch_file, load_playbook
 from tminus.settings import Settings, load_settings, use_settings
 from tminus_sandbox.app import Sandbox, ThreadedServer, create_sandbox
 

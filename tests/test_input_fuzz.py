@@ -36,7 +36,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tminus.domain.playbook import default_playbook_path
+from tminus.integrations.files import default_playbook_path
 
 from .conftest import EXAMPLES, SandboxClient, sandbox_env
 

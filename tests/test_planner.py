@@ -226,7 +226,8 @@ def test_fit_to_tier_drops_options_the_new_tier_does_not_take(
 def _playbook_with(description: str = "", title: str | None = None) -> Playbook:
     import yaml
 
-    from tminus.domain.playbook import default_playbook_path, parse_playbook
+    from tminus.domain.playbook import parse_playbook
+    from tminus.integrations.files import default_playbook_path
 
     data = yaml.safe_load(default_playbook_path().read_text())
     if description:
@@ -269,9 +270,9 @@ def test_a_title_too_long_for_this_launch_names_the_entry(l1: LaunchRequest) -> 
 def test_any_launch_file_plans_deliverably_or_is_refused(
     day: date, title: int, features: int, name: int
 ) -> None:
-    from tminus.domain.playbook import load_playbook
     from tminus.domain.request import parse_launch_request
     from tminus.errors import LaunchFileError
+    from tminus.integrations.files import load_playbook
 
     data = {
         "slug": "s" * 48,

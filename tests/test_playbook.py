@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tminus.domain.playbook import Frequency, Kind, default_playbook_path, load_playbook
+from tminus.domain.playbook import Frequency, Kind
 from tminus.domain.request import Tier
 from tminus.errors import PlaybookError
+from tminus.integrations.files import default_playbook_path, load_playbook
 
 
 def test_default_playbook_matches_the_handbook_matrix() -> None:
@@ -239,3 +240,14 @@ def test_ordinary_template_features_still_work(tmp_path: Path) -> None:
         " {{ 'ab' * n }} {{ 'x'|center(5) }}|{{ items|map('upper')|join }}"
     )
     assert render(template, context) == "1/2 A;2/2 B; a, b 003 2027 ababab   x  |AB"
+
+
+@pytest.mark.parametrize("name", ["file.yaml/playbook.yaml", "x" * 300])
+def test_a_playbook_path_that_cannot_be_read_is_named(tmp_path: Path, name: str) -> None:
+    (tmp_path / "file.yaml").write_text("name: x\n")
+    path = tmp_path / name
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path)
+    assert str(err.value).startswith(f"{path} is not valid")
+    (problem,) = err.value.problems
+    assert problem.startswith("cannot be read: "), problem

@@ -15,13 +15,13 @@ from tminus.domain.release import (
     Release,
     decide_tier,
     description_excerpt,
-    find_launch_file,
     release_day,
     request_from_release,
     tier_from_description,
 )
-from tminus.domain.request import Tier, load_launch_file
+from tminus.domain.request import Tier
 from tminus.errors import LaunchFileError
+from tminus.integrations.files import find_launch_file, load_launch_file
 
 from .conftest import EXAMPLES
 
@@ -46,14 +46,14 @@ def release(**changes: object) -> Release:
 def test_tier_line_wins_over_everything() -> None:
     rel = release(description="Big one.\nLaunch-Tier: l1\n")
     file_request = load_launch_file(EXAMPLES / "l3.yaml")
-    decision = decide_tier(rel, file_request, EXAMPLES / "l3.yaml", Tier.L3)
+    decision = decide_tier(rel, file_request, str(EXAMPLES / "l3.yaml"), Tier.L3)
     assert decision.tier is Tier.L1
     assert decision.rule == "Launch-Tier line in the release description"
 
 
 def test_launch_file_then_project_default() -> None:
     file_request = load_launch_file(EXAMPLES / "l2.yaml")
-    with_file = decide_tier(release(), file_request, EXAMPLES / "l2.yaml", Tier.L3)
+    with_file = decide_tier(release(), file_request, str(EXAMPLES / "l2.yaml"), Tier.L3)
     assert (with_file.tier, with_file.rule) == (Tier.L2, f"launch file {EXAMPLES / 'l2.yaml'}")
     default = decide_tier(release(), None, None, Tier.L3)
     assert default.tier is Tier.L3

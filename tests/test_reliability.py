@@ -24,10 +24,10 @@ import yaml
 
 from tminus.domain.plan import KEY_MARKER_PATTERN
 from tminus.domain.planner import plan_launch
-from tminus.domain.playbook import load_playbook
 from tminus.domain.request import LaunchRequest
 from tminus.errors import LaunchIncomplete
 from tminus.flows.launch import launch
+from tminus.integrations.files import load_playbook
 from tminus.settings import Settings
 
 from .conftest import ROOT, SandboxClient, sandbox_env

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tminus.domain.request import Tier, load_launch_file, parse_launch_request, slugify
+from tminus.domain.request import Tier, parse_launch_request, slugify
 from tminus.errors import LaunchFileError
+from tminus.integrations.files import load_launch_file
 
 from .conftest import EXAMPLES
 
@@ -352,3 +353,17 @@ def test_feature_lists_are_bounded() -> None:
         parse_launch_request(data)
     fields = sorted(p.split(":")[0] for p in err.value.problems)
     assert fields == ["features[0].docs_urls", "features[0].selling_points[0]"]
+
+
+def test_launch_files_parse_without_a_file() -> None:
+    """The domain parses bytes; the same bounds and messages hold with no file involved."""
+    from tminus.domain.request import parse_launch_file
+    from tminus.domain.validation import MAX_FILE_BYTES
+
+    text = yaml.safe_dump(base(), sort_keys=False).encode()
+    assert parse_launch_file(text, "form.yaml").slug == base()["slug"]
+    with pytest.raises(LaunchFileError, match=r"^form.yaml is not valid") as err:
+        parse_launch_file(b"x" * (MAX_FILE_BYTES + 1), "form.yaml")
+    assert err.value.problems == ["is larger than 1024 KiB; is it the right file?"]
+    with pytest.raises(LaunchFileError, match="refers to a value that contains it"):
+        parse_launch_file(b"labels: &a [*a]\n", "loop.yaml")

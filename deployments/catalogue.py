@@ -1,0 +1,177 @@
+"""The three tminus deployments, defined once.
+
+``tminus serve`` builds its deployments from this catalogue (``tminus.deployments.serve``), and
+``prefect.yaml``, for teams that run work pools and workers, is generated from it:
+``tminus deployments --write prefect.yaml`` (``--check`` fails when the file is out of date; a
+test runs the check). Edit the deployments here, never in ``prefect.yaml``.
+
+- ``launch``: started by hand from the Prefect UI; its form is built from ``LaunchRequest``.
+- ``on-release``: started by a trigger on the ``gitlab.release.*`` events the webhook receiver
+  emits; the event payload becomes the ``release`` parameter.
+- ``audit``: the checklist audit on a cron schedule in a time zone. ``tminus serve`` takes both
+  from ``TMINUS_AUDIT_CRON`` and ``TMINUS_TIMEZONE``; ``prefect.yaml`` holds their defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from tminus.settings import Settings
+
+RELEASE_EVENT = "gitlab.release.*"
+TAGS = ("tminus",)
+WORK_POOL = "tminus"
+# The Prefect release pinned in pyproject.toml, written into prefect.yaml.
+PREFECT_VERSION = "3.8.8"
+
+
+@dataclass(frozen=True)
+class EventTrigger:
+    """A deployment trigger: an event matching ``expect`` and ``match`` starts a run."""
+
+    name: str
+    description: str
+    expect: tuple[str, ...]
+    match: dict[str, str]
+    # Prefect renders these as Jinja templates from the event.
+    parameters: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CronSchedule:
+    cron: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One deployment: what ``flow.to_deployment`` and a ``prefect.yaml`` entry both need."""
+
+    name: str
+    # A file path from the project root, as prefect.yaml's workers (in a checkout) read it.
+    entrypoint: str
+    description: str
+    tags: tuple[str, ...] = TAGS
+    triggers: tuple[EventTrigger, ...] = ()
+    schedules: tuple[CronSchedule, ...] = ()
+
+    @property
+    def flow_module(self) -> str:
+        """The module that defines the flow: ``flows/launch.py`` is ``tminus.flows.launch``."""
+        path = self.entrypoint.split(":", 1)[0]
+        return "tminus." + path.removesuffix(".py").replace("/", ".")
+
+    @property
+    def flow_name(self) -> str:
+        """The flow function's name in that module."""
+        return self.entrypoint.split(":", 1)[1]
+
+
+RELEASE_TRIGGER = EventTrigger(
+    name="gitlab-release",
+    description="A GitLab release (via the tminus webhook receiver) starts on-release.",
+    expect=(RELEASE_EVENT,),
+    match={"prefect.resource.id": RELEASE_EVENT},
+    # One expression keeps its JSON type: the flow receives the payload as a dict. The
+    # payload is exactly a Release (deployments.webhook.release_event), small and bounded.
+    parameters={"release": "{{ event.payload }}"},
+)
+
+
+def catalogue(audit_cron: str, timezone: str) -> list[DeploymentSpec]:
+    """Every tminus deployment; the audit runs on ``audit_cron`` in ``timezone``."""
+    return [
+        DeploymentSpec(
+            name="launch",
+            entrypoint="flows/launch.py:launch",
+            description="Start a launch: fill the form (tier, date, owner, features) and run.",
+        ),
+        DeploymentSpec(
+            name="on-release",
+            entrypoint="flows/on_release.py:on_release",
+            description="Started by GitLab releases through the webhook receiver.",
+            triggers=(RELEASE_TRIGGER,),
+        ),
+        DeploymentSpec(
+            name="audit",
+            entrypoint="flows/audit.py:audit",
+            description="Checklist audit of every open launch.",
+            schedules=(CronSchedule(audit_cron, timezone),),
+        ),
+    ]
+
+
+def default_catalogue() -> list[DeploymentSpec]:
+    """The catalogue with the settings' defaults (what ``prefect.yaml`` holds)."""
+    fields = Settings.model_fields
+    return catalogue(fields["audit_cron"].default, fields["timezone"].default)
+
+
+# --- prefect.yaml ------------------------------------------------------------------------
+
+PREFECT_YAML_HEADER = """\
+# Generated from deployments/catalogue.py by `tminus deployments --write prefect.yaml`: edit the
+# deployments there, then run that command (a test fails while this file is out of date).
+#
+# For teams that run work pools and workers instead of `tminus serve`:
+#   prefect work-pool create tminus --type process
+#   TMINUS_CHECKOUT=$PWD prefect deploy --all  # from this folder; each worker's checkout must
+#                                              # be at that same path
+#   PREFECT_WORKER_QUERY_SECONDS=1 prefect worker start --pool tminus   # on each worker, in a
+#                                              # checkout of this project with tminus installed
+# Workers need the same TMINUS_* settings as `tminus serve` (see README). The audit's cron and
+# time zone are set below (TMINUS_AUDIT_CRON applies to `tminus serve` only). The GitLab
+# webhook receiver still runs on its own: `tminus webhook`.
+# A trigger parameter that is exactly one expression ("{{ event.payload }}") keeps its JSON
+# type: on-release gets the release payload as a dict.
+"""
+
+
+def _trigger_entry(trigger: EventTrigger) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "name": trigger.name,
+        "description": trigger.description,
+        "enabled": True,
+        "expect": list(trigger.expect),
+        "match": dict(trigger.match),
+        "parameters": dict(trigger.parameters),
+    }
+
+
+def _deployment_entry(spec: DeploymentSpec) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": spec.name,
+        "description": spec.description,
+        "entrypoint": spec.entrypoint,
+        "tags": list(spec.tags),
+        "work_pool": {"name": WORK_POOL},
+    }
+    if spec.triggers:
+        entry["triggers"] = [_trigger_entry(t) for t in spec.triggers]
+    if spec.schedules:
+        entry["schedules"] = [{"cron": s.cron, "timezone": s.timezone} for s in spec.schedules]
+    return entry
+
+
+def prefect_yaml(specs: list[DeploymentSpec] | None = None) -> str:
+    """The text of ``prefect.yaml`` for ``specs`` (the default catalogue when None)."""
+    data = {
+        "name": "tminus",
+        "prefect-version": PREFECT_VERSION,
+        "pull": [
+            {
+                "prefect.deployments.steps.set_working_directory": {
+                    "directory": "{{ $TMINUS_CHECKOUT }}"
+                }
+            }
+        ],
+        "deployments": [
+            _deployment_entry(spec)
+            for spec in (specs if specs is not None else default_catalogue())
+        ],
+    }
+    return PREFECT_YAML_HEADER + yaml.safe_dump(data, sort_keys=False, width=100)
