@@ -241,10 +241,15 @@ class CalendarAdapter:
         retry: RetryPolicy | None = None,
         page_size: int = PAGE_SIZE,
     ) -> None:
+        self._service = service
         self._events = service.events()
         self._retry = retry or RetryPolicy()
         self._page_size = page_size
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the client's kept-alive connections."""
+        self._service.close()
 
     def _execute(self, request: Any, resource: str) -> dict[str, Any]:
         def attempt() -> dict[str, Any]:
