@@ -248,8 +248,9 @@ class CalendarAdapter:
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the client's kept-alive connections."""
-        self._service.close()
+        """Close the client's kept-alive connections (the next call opens new ones)."""
+        with self._lock:
+            self._service.close()
 
     def _execute(self, request: Any, resource: str) -> dict[str, Any]:
         def attempt() -> dict[str, Any]:
@@ -308,6 +309,16 @@ class CalendarAdapter:
         partial view); after that, one failed event is a ``failed`` result and does not stop
         the others.
         """
+        try:
+            return self._reconcile(calendar_id, launch_slug, specs, dry_run)
+        finally:
+            # One pass per run: its kept-alive connections are closed now rather than left
+            # open until the garbage collector finds the adapter. A later call reconnects.
+            self.close()
+
+    def _reconcile(
+        self, calendar_id: str, launch_slug: str, specs: list[CalendarSpec], dry_run: bool
+    ) -> list[ActionResult]:
         existing = self.find_events(calendar_id, launch_slug)
         results: list[ActionResult] = []
         planned = {spec.key for spec in specs}
