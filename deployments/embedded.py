@@ -164,15 +164,16 @@ def up(
     for svc in wanted:
         if _healthy(svc.health) or (not svc.health and _alive(settings, svc.name)):
             continue
-        log = open(home / "logs" / f"{svc.name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(
-            svc.argv,
-            env={**os.environ, **svc.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives this command; `tminus down` stops it
-        )
+        # The child writes to its own copy of the descriptor; this process closes its own.
+        with open(home / "logs" / f"{svc.name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                svc.argv,
+                env={**os.environ, **svc.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives this command; `tminus down` stops it
+            )
         _pidfile(settings, svc.name).write_text(str(proc.pid))
     deadline = time.monotonic() + timeout
     for svc in wanted:

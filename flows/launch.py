@@ -90,9 +90,8 @@ def launch(request: LaunchRequest, dry_run: bool = False) -> LaunchReport:
     """
     settings = load_settings()
     plan = plan_step(request, settings)
-    systems = connect(settings)
     pending: PendingMessage | None = None
-    with writer(request.slug, dry_run) as guard:
+    with connect(settings) as systems, writer(request.slug, dry_run) as guard:
         # Check: the project and every person named exist, before anything is written.
         user_ids = check_gitlab(systems.tracker, plan)
         guard()
@@ -107,5 +106,6 @@ def launch(request: LaunchRequest, dry_run: bool = False) -> LaunchReport:
             results.append(sales)
         pending = sales if isinstance(sales, PendingMessage) else None
     if pending is not None:  # approved and sent without holding the lock while a PMM decides
-        results.append(finish_sales(systems, settings, plan, pending))
+        with connect(settings) as systems:
+            results.append(finish_sales(systems, settings, plan, pending))
     return report_step(plan, results, dry_run)

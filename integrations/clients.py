@@ -43,6 +43,18 @@ class Systems:
     pages: PageReader
     notifier: SalesChannel | None
 
+    def __enter__(self) -> Systems:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections adapters keep alive (the Calendar client's, today)."""
+        close = getattr(self.calendar, "close", None)
+        if close is not None:
+            close()
+
 
 def connect(settings: Settings) -> Systems:
     """The adapters the settings describe. Builds clients only: no request is sent."""

@@ -240,10 +240,16 @@ class CalendarAdapter:
         retry: RetryPolicy | None = None,
         page_size: int = PAGE_SIZE,
     ) -> None:
+        self._service = service
         self._events = service.events()
         self._retry = retry or RetryPolicy()
         self._page_size = page_size
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the client's kept-alive connections (the next call opens new ones)."""
+        with self._lock:
+            self._service.close()
 
     def _execute(self, request: Any, resource: str) -> dict[str, Any]:
         def attempt() -> dict[str, Any]:

@@ -34,6 +34,7 @@ class SandboxClient:
         self.url = url
         self.sandbox = sandbox
         self.http = httpx.Client(base_url=url, timeout=10)
+        self._gitlab: gitlab.Gitlab | None = None
 
     def reset(self) -> None:
         self.http.post("/_sandbox/reset").raise_for_status()
@@ -56,14 +57,26 @@ class SandboxClient:
         ]
 
     def gitlab(self) -> gitlab.Gitlab:
-        return gitlab.Gitlab(self.url, private_token="test", retry_transient_errors=True)
+        """One python-gitlab client for the session (closed with it, not left to the GC)."""
+        if self._gitlab is None:
+            self._gitlab = gitlab.Gitlab(
+                self.url, private_token="test", retry_transient_errors=True
+            )
+        return self._gitlab
+
+    def close(self) -> None:
+        self.http.close()
+        if self._gitlab is not None:
+            self._gitlab.session.close()
 
 
 @pytest.fixture(scope="session")
 def sandbox_server() -> Iterator[SandboxClient]:
     sandbox = create_sandbox(None)
     with ThreadedServer(sandbox.app) as server:
-        yield SandboxClient(server.url, sandbox)
+        client = SandboxClient(server.url, sandbox)
+        yield client
+        client.close()
 
 
 @pytest.fixture

@@ -34,6 +34,15 @@ def delivery() -> tuple[dict[str, Any], dict[str, str]]:
     return payload, headers
 
 
+def _start(argv: list[str], log_path: Path, mode: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a long-lived child in its own session, writing to ``log_path``. The child gets its
+    own copy of the log's descriptor; ours is closed at once, not left to the GC."""
+    with open(log_path, mode) as log:
+        return subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+        )
+
+
 @pytest.fixture(scope="module")
 def real_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `prefect server start` with all its services (the test harness runs no
@@ -51,23 +60,25 @@ def real_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PREFECT_SERVER_API_PORT": str(port),
     }
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=open(home / "server.log", "wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    # The child writes to its own copy of the log's descriptor; ours is closed at once.
+    with open(home / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     api = f"http://127.0.0.1:{port}/api"
     wait_for(lambda: _up(api.removesuffix("/api") + "/api", "/health"), 90, "the Prefect server")
     with temporary_settings({PREFECT_API_URL: api}):
@@ -99,13 +110,12 @@ def served(
     }
     logs = tmp_path_factory.mktemp("logs")
     procs = [
-        subprocess.Popen(
+        _start(
             [sys.executable, "-m", "tminus", *argv],
+            logs / f"{name}.log",
+            "wb",
             cwd=ROOT,
             env=env,
-            stdout=open(logs / f"{name}.log", "wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         for name, argv in (
             ("serve", ["serve", "--no-receiver"]),
@@ -319,13 +329,12 @@ def test_accepted_delivery_survives_a_killed_receiver_while_prefect_is_down(
     }
 
     def receiver(api: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
+        proc = _start(
             [sys.executable, "-m", "tminus", "webhook", "--port", str(port)],
+            tmp_path / "webhook.log",
+            "ab",
             cwd=ROOT,
             env={**env, "PREFECT_API_URL": api},
-            start_new_session=True,
-            stdout=open(tmp_path / "webhook.log", "ab"),
-            stderr=subprocess.STDOUT,
         )
         wait_for(lambda: _up(f"http://127.0.0.1:{port}"), 30, "the receiver")
         return proc

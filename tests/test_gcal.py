@@ -7,7 +7,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,9 +76,17 @@ class StandIn:
     url: str
     store: GCalStore
     control: Control
+    services: list[Any] = field(default_factory=list)
 
     def service(self, **kwargs: Any) -> Any:
-        return build_calendar_service(self.url, **kwargs)
+        service = build_calendar_service(self.url, **kwargs)
+        self.services.append(service)
+        return service
+
+    def close(self) -> None:
+        """Close every client a test built (their kept-alive connections)."""
+        while self.services:
+            self.services.pop().close()
 
     def adapter(self, attempts: int = 8, **kwargs: Any) -> CalendarAdapter:
         return CalendarAdapter(self.service(), retry=fast(attempts), **kwargs)
@@ -113,13 +121,14 @@ def stand_in_server() -> Iterator[StandIn]:
 
 
 @pytest.fixture
-def gcal(stand_in_server: StandIn) -> StandIn:
+def gcal(stand_in_server: StandIn) -> Iterator[StandIn]:
     """The module's stand-in, emptied: no events, no log, no faults, no auth required."""
     stand_in_server.store.reset()
     stand_in_server.store.require_auth = False
     stand_in_server.control.set_faults(Faults())
     stand_in_server.clear_log()
-    return stand_in_server
+    yield stand_in_server
+    stand_in_server.close()
 
 
 @pytest.fixture(autouse=True)
@@ -555,7 +564,7 @@ def test_connection_refused_is_transient() -> None:
 
 def test_timeout_is_transient(gcal: StandIn) -> None:
     gcal.control.set_faults(Faults(latency_ms=400))
-    adapter = CalendarAdapter(build_calendar_service(gcal.url, timeout=0.1), retry=fast(1))
+    adapter = CalendarAdapter(gcal.service(timeout=0.1), retry=fast(1))
     with pytest.raises(TransientError) as info:
         adapter.observe(CAL, "x")
     assert "TimeoutError" in info.value.message
@@ -600,7 +609,7 @@ def test_service_account_file_sends_a_self_signed_jwt(
     gcal.store.require_auth = True
     key_file = tmp_path / "sa.json"
     key_file.write_text(json.dumps(service_account_info))
-    adapter = CalendarAdapter(build_calendar_service(gcal.url, str(key_file)), retry=fast())
+    adapter = CalendarAdapter(gcal.service(credentials_file=str(key_file)), retry=fast())
     results = reconcile(adapter, plan_for(l1, playbook))
     assert {r.outcome for r in results.values()} == {Outcome.created}
 
@@ -639,6 +648,7 @@ def test_build_calendar_from_settings(gcal: StandIn) -> None:
     calendar = build_calendar(settings)
     assert isinstance(calendar, CalendarAdapter)
     assert calendar.observe(CAL, "x") == []
+    calendar.close()
     # A real GitLab and no calendar configured: entries are skipped, saying what to set.
     none = build_calendar(load_settings({"TMINUS_GITLAB_URL": "https://gl.example.com"}))
     spec = CalendarSpec(
@@ -685,10 +695,10 @@ def test_service_account_from_a_prefect_secret_block(
     with pytest.raises(SettingsError, match="not found"):
         load_service_account_info("tminus-test-gcal-nowhere")
     gcal.store.require_auth = True
-    service = build_calendar_service(gcal.url, secret_block="tminus-test-gcal-dict")
+    service = gcal.service(secret_block="tminus-test-gcal-dict")
     assert CalendarAdapter(service, retry=fast()).observe(CAL, "x") == []
     info = load_service_account_info("tminus-test-gcal-text")
-    service = build_calendar_service(gcal.url, service_account_info=info)
+    service = gcal.service(service_account_info=info)
     assert CalendarAdapter(service, retry=fast()).observe(CAL, "x") == []
 
 

@@ -120,7 +120,9 @@ def site_server() -> Iterator[Site]:
     )
     inflight = InFlight(ControlMiddleware(app, control))
     with ThreadedServer(inflight) as server:
-        yield Site(server.url, inflight)
+        site = Site(server.url, inflight)
+        yield site
+        site.http.close()
 
 
 @pytest.fixture

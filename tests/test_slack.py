@@ -71,7 +71,9 @@ def slack_server() -> Iterator[Slack]:
     control = Control()
     app = Starlette(routes=[*slack_routes(store), *control_routes(control, store.reset)])
     with ThreadedServer(ControlMiddleware(app, control)) as server:
-        yield Slack(server.url, store)
+        slack = Slack(server.url, store)
+        yield slack
+        slack.http.close()
 
 
 @pytest.fixture

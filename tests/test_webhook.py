@@ -250,19 +250,20 @@ class Receiver:
 @pytest.fixture
 def receiver_factory(tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
     """Start receivers on ``tmp_path/outbox.sqlite3`` (or a given db); stopped at the end."""
-    started: list[LifespanServer] = []
+    started: list[Receiver] = []
 
     def start(api_url: str, **overrides: Any) -> Receiver:
         overrides.setdefault("db_path", tmp_path / "outbox.sqlite3")
         server = LifespanServer(make_config(api_url=api_url, **overrides))
         server.__enter__()
-        started.append(server)
-        return Receiver(server)
+        started.append(Receiver(server))
+        return started[-1]
 
     yield start
-    for server in started:
-        if server.thread.is_alive():
-            server.__exit__()
+    for receiver in started:
+        receiver.http.close()
+        if receiver.server.thread.is_alive():
+            receiver.server.__exit__()
 
 
 def stop(receiver: Receiver) -> None:

@@ -7,6 +7,7 @@ here is what the reconcile in ``tasks.calendar`` may rely on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -42,12 +43,15 @@ def no_sleep(seconds: float) -> None:
 
 
 @pytest.fixture(params=["memory", "google"])
-def calendar(request: pytest.FixtureRequest) -> LaunchCalendar:
+def calendar(request: pytest.FixtureRequest) -> Iterator[LaunchCalendar]:
     if request.param == "memory":
-        return MemoryCalendar()
+        yield MemoryCalendar()
+        return
     sandbox: SandboxClient = request.getfixturevalue("sandbox")  # emptied for each test
     service = build_calendar_service(f"{sandbox.url}/calendar/v3/")
-    return CalendarAdapter(service, retry=RetryPolicy(attempts=3, sleep=no_sleep))
+    adapter = CalendarAdapter(service, retry=RetryPolicy(attempts=3, sleep=no_sleep))
+    yield adapter
+    adapter.close()
 
 
 def plan_for(request: LaunchRequest, playbook: Playbook, **changes: Any) -> Plan:
