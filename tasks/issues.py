@@ -136,9 +136,10 @@ def _failed_row(key: str, kind: str, title: str, exc: TminusError) -> ActionResu
 def reconcile_issues(
     tracker: IssueTracker, plan: Plan, user_ids: dict[str, int], dry_run: bool = False
 ) -> list[ActionResult]:
-    """Bring GitLab to the plan, observe -> diff -> apply, in three rounds because later
-    issues refer to earlier ones: labels with the activity and sister issues; then the tracking
-    issue (its checklist links them by number) with the drops; then the links."""
+    """Bring GitLab to the plan, observe -> diff -> apply, in rounds because later writes
+    depend on earlier ones: the labels (GitLab gives a label an issue names but the project
+    lacks its default color, so ours must exist first); the activity and sister issues; then
+    the tracking issue (its checklist links them by number) with the drops; then the links."""
     project = plan.request.project
     slug = plan.request.slug
     existing = observe_launch_issues(tracker, plan)
@@ -147,13 +148,15 @@ def reconcile_issues(
         assignee = user_ids.get(spec.assignee) if spec.assignee else None
         return issue_change(spec, existing.get(spec.key), refs=refs, assignee_id=assignee)
 
-    first: list[IssueChange] = [change(spec, {}) for spec in plan.issues]
     rows: list[ActionResult] = []
     try:
-        first.insert(0, label_change(plan, observe_labels(tracker, project)))
+        labels = label_change(plan, observe_labels(tracker, project))
     except TminusError as exc:
         # Not fatal: GitLab also creates the labels an issue names (without our colors).
         rows.append(_failed_row(f"{slug}/labels", "labels", "Labels", exc))
+    else:
+        rows += apply_changes(apply_issue_change, [labels], dry_run, tracker, project).results()
+    first: list[IssueChange] = [change(spec, {}) for spec in plan.issues]
     rows += apply_changes(apply_issue_change, first, dry_run, tracker, project).results()
     keys = {spec.key for spec in plan.issues}
     refs = {r.key: r.iid for r in rows if r.key in keys and r.iid is not None}
