@@ -143,7 +143,7 @@ class GitLabTracker:
     """``IssueTracker`` on a real GitLab (or the stand-in), via python-gitlab."""
 
     def __init__(
-        self, client: gitlab.Gitlab, concurrency: int = 4, retry: RetryPolicy | None = None
+        self, client: gitlab.Gitlab, concurrency: int = 8, retry: RetryPolicy | None = None
     ) -> None:
         self._gl = client
         self._retry = retry or RetryPolicy()
