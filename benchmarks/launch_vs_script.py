@@ -186,7 +186,8 @@ class Shape:
 
 def task_run_overhead(n: int = 40) -> tuple[float, float, float]:
     """(s per flow run with no task, s per task run called one after another, s per task run
-    when ``n`` are submitted at once), for no-op tasks with tminus's task options."""
+    when ``n`` are submitted at once), for no-op tasks with the options of tminus's tasks and
+    its flow's task runner. Task runs are timed inside the flow; medians of 5."""
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
     from prefect.task_runners import ThreadPoolTaskRunner
@@ -196,25 +197,26 @@ def task_run_overhead(n: int = 40) -> tuple[float, float, float]:
         return i
 
     @flow(name="overhead", task_runner=ThreadPoolTaskRunner(max_workers=8))  # type: ignore[arg-type]
-    def tasks(k: int, together: bool) -> None:
+    def tasks(k: int, together: bool) -> float:
+        t0 = time.perf_counter()
         if together:
             for f in [noop.submit(i) for i in range(k)]:
                 f.result()
         else:
             for i in range(k):
                 noop.submit(i).result()
+        return time.perf_counter() - t0
 
-    def timed(k: int, together: bool) -> float:
-        best = math.inf
-        for _ in range(3):
-            t0 = time.perf_counter()
-            tasks(k, together)
-            best = min(best, time.perf_counter() - t0)
-        return best
+    def whole(k: int) -> float:
+        t0 = time.perf_counter()
+        tasks(k, False)
+        return time.perf_counter() - t0
 
-    timed(2, False)  # warm up
-    empty = timed(0, False)
-    return empty, (timed(n, False) - empty) / n, (timed(n, True) - empty) / n
+    tasks(2, False)  # warm up
+    empty = statistics.median(whole(0) for _ in range(5))
+    one_by_one = statistics.median(tasks(n, False) for _ in range(5)) / n
+    together = statistics.median(tasks(n, True) for _ in range(5)) / n
+    return empty, one_by_one, together
 
 
 def task_runs_of(flow_run_id: Any) -> int:
