@@ -14,8 +14,10 @@ copies of the example's with their own names and docs URLs), prints:
   without the approval gate), of the same calls made one after another by a plain script
   (benchmarks/sequential_launch.py, same clients), and the critical-path bound computed from
   the plan (the formula is printed); the two ratios;
-- Prefect's overhead: the same runs at 0 ms latency, the number of task runs, and the cost of
-  one task run measured alone (a flow of no-op tasks with the options tminus's tasks use);
+- Prefect's overhead: the same runs at 0 ms latency, the number of task runs, the cost of one
+  task run measured alone (a flow of no-op tasks with the options tminus's tasks use), and how
+  long one Prefect write takes right after a burst of task runs; where a first run's time went
+  (before, during and after its requests);
 - API cost: requests per launch by service, kind and method, first run and unchanged re-run,
   next to the plan's minimum; re-run writes (must be 0).
 
@@ -220,6 +222,32 @@ def task_run_overhead(n: int = 40) -> tuple[float, float, float]:
     return empty, one_by_one, together
 
 
+def write_after_tasks(k: int = 7) -> tuple[float, float]:
+    """Seconds one Prefect write (a Variable, as the launch lock writes) takes right after a
+    flow's ``k`` task runs, and with no task run before it; medians of 3. On a SQLite server
+    the write waits while the server records the task runs' events."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.variables import Variable
+
+    @task(name="noop-before-write", cache_policy=NO_CACHE)
+    def noop(i: int) -> int:
+        return i
+
+    @flow(name="write-after-tasks")
+    def write(n: int) -> float:
+        for f in [noop.submit(i) for i in range(n)]:
+            f.result()
+        t0 = time.perf_counter()
+        Variable.set("tminus-bench-write", {"n": n}, overwrite=True)
+        return time.perf_counter() - t0
+
+    write(0)  # warm up
+    after = statistics.median(write(k) for _ in range(3))
+    alone = statistics.median(write(0) for _ in range(3))
+    return after, alone
+
+
 def task_runs_of(flow_run_id: Any) -> int:
     """Task runs Prefect recorded for a flow run (they arrive as events: wait until stable)."""
     from prefect.client.orchestration import get_client
@@ -363,6 +391,12 @@ def main() -> None:
             f"Prefect alone (no-op tasks, tminus's task options): a flow run with no task "
             f"{empty_flow * 1000:.0f} ms; one task run {per_task_seq * 1000:.1f} ms called one "
             f"after another, {per_task_par * 1000:.1f} ms each when 40 are submitted at once"
+        )
+        after, alone = write_after_tasks()
+        print(
+            f"a Prefect write (Variable.set) right after 7 task runs took {after:.2f} s, with no "
+            f"task run before it {alone:.2f} s (medians of 3; the server records task runs' "
+            "events in the background)"
         )
         print(f"GitLab concurrency {c} (TMINUS_GITLAB_CONCURRENCY); runs per figure {args.runs}")
 
