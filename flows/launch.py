@@ -77,7 +77,10 @@ def report_step(plan: Plan, results: list[ActionResult], dry_run: bool) -> Launc
     return report
 
 
-@flow(name="launch", task_runner=ThreadPoolTaskRunner(max_workers=8))  # type: ignore[arg-type]
+# Task runs mostly wait on the network, and the adapters bound the calls in flight (GitLab:
+# TMINUS_GITLAB_CONCURRENCY, at most 32), so the runner's threads must not be the tighter bound:
+# issue changes, calendar changes and the page checks run side by side.
+@flow(name="launch", task_runner=ThreadPoolTaskRunner(max_workers=40))  # type: ignore[arg-type]
 def launch(request: LaunchRequest, dry_run: bool = False) -> LaunchReport:
     """Turn a launch decision into its work, as the playbook says for its tier: the launch
     tracking issue, one issue per activity and one sister marketing issue per priority feature

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date
 from typing import Any, TypeVar
@@ -142,10 +143,11 @@ class GitLabTracker:
     """``IssueTracker`` on a real GitLab (or the stand-in), via python-gitlab."""
 
     def __init__(
-        self, client: gitlab.Gitlab, concurrency: int = 4, retry: RetryPolicy | None = None
+        self, client: gitlab.Gitlab, concurrency: int = 8, retry: RetryPolicy | None = None
     ) -> None:
         self._gl = client
         self._retry = retry or RetryPolicy()
+        self._concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)
         self._users: dict[str, int | None] = {}
         self._project_ids: dict[str, int] = {}
@@ -174,6 +176,21 @@ class GitLabTracker:
                 return fn()
 
         return self._retry.call(attempt, idempotent=idempotent, recover=recover)
+
+    def _each(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """``fn(item)`` for every item, up to the concurrency bound at once; the answers in
+        item order. Every call runs to its end; then the first error (in item order) is
+        raised."""
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        workers = min(self._concurrency, len(items))
+        with ThreadPoolExecutor(workers, thread_name_prefix="gitlab") as pool:
+            futures = [pool.submit(fn, item) for item in items]
+        errors = [f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+        return [f.result() for f in futures]
 
     def check_project(self, project: str) -> str:
         proj = self._call(f"project {project}", lambda: self._gl.projects.get(project))
@@ -205,19 +222,19 @@ class GitLabTracker:
     def find_issues(self, project: str, launch_label: str, marker_prefix: str) -> list[IssueState]:
         # Two queries, because either alone can miss: people remove labels, and GitLab's
         # search index may lag right after a create. The caller matches keys exactly.
+        # The two are independent: they run at once.
         proj = self._project(project)
         found: dict[int, dict[str, Any]] = {}
         resource = f"issues of {project}"
-        for query in (
-            {"labels": [launch_label]},
-            {"search": marker_prefix, "in": "description"},
-        ):
-            issues = self._call(
+
+        def query(q: dict[str, Any]) -> list[Any]:
+            return self._call(
                 resource,
-                lambda q=query: list(  # type: ignore[misc]
-                    proj.issues.list(state="all", iterator=True, per_page=100, **q)
-                ),
+                lambda: list(proj.issues.list(state="all", iterator=True, per_page=100, **q)),
             )
+
+        queries = [{"labels": [launch_label]}, {"search": marker_prefix, "in": "description"}]
+        for issues in self._each(query, queries):
             for issue in issues:
                 found[int(issue.iid)] = issue.attributes
         states = []
@@ -247,24 +264,24 @@ class GitLabTracker:
         return {lbl.name for lbl in self._call(resource, lambda: proj.labels.list(get_all=True))}
 
     def ensure_labels(self, project: str, labels: list[str]) -> list[str]:
+        """Create ``labels`` (the caller observed that the project lacks them), up to the
+        concurrency bound at once; a label that exists answers 409 and is left as it is.
+        Returns the ones this call created."""
         proj = self._project(project)
-        existing = self.project_labels(project)
-        created = []
-        for name in labels:
-            if name in existing:
-                continue
+
+        def create(name: str) -> bool:
             try:
                 self._call(
                     f"label {name}",
-                    lambda n=name: proj.labels.create(  # type: ignore[misc]
-                        {"name": n, "color": label_color(n)}
-                    ),
+                    lambda: proj.labels.create({"name": name, "color": label_color(name)}),
                 )
             except PermanentError as exc:
-                if exc.status != 409:  # created meanwhile: fine
+                if exc.status != 409:
                     raise
-            created.append(name)
-        return created
+                return False  # it exists (created meanwhile, or by an earlier attempt)
+            return True
+
+        return [name for name, new in zip(labels, self._each(create, labels), strict=True) if new]
 
     @staticmethod
     def _payload(write: IssueWrite) -> dict[str, Any]:

@@ -9,15 +9,20 @@ failed row; any other exception is a bug and fails the run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import Task
 from prefect.futures import PrefectFuture
 
 from tminus.domain.results import ActionResult, Change, Outcome, is_noop
 from tminus.errors import TminusError
+
+T = TypeVar("T")
+R = TypeVar("R")
+MAX_THREADS = 32  # the adapter bounds the calls in flight (TMINUS_GITLAB_CONCURRENCY)
 
 
 def failed(row: ActionResult, exc: TminusError) -> ActionResult:
@@ -72,3 +77,18 @@ def settle(
     except TminusError as exc:
         row = ActionResult(key=key, kind=kind, title=title, outcome=Outcome.unchanged)
         return [failed(row, exc)]
+
+
+def each(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``fn(item)`` for every item at once, inside one task run: for calls whose items need no
+    task run of their own (the people of a pre-flight check, the links of one change). The
+    adapter bounds the calls in flight. Answers in item order; every call runs to its end,
+    then the first error (in item order) is raised."""
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(len(items), MAX_THREADS), thread_name_prefix="each") as pool:
+        futures = [pool.submit(fn, item) for item in items]
+    first = next((e for f in futures if (e := f.exception()) is not None), None)
+    if first is not None:
+        raise first
+    return [f.result() for f in futures]

@@ -35,7 +35,7 @@ from tminus.domain.plan import IssueSpec, Plan, key_marker_prefix
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import ActionResult, Outcome
 from tminus.errors import PermanentError, TminusError
-from tminus.tasks.apply import apply_changes
+from tminus.tasks.apply import apply_changes, each
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -52,12 +52,23 @@ def check_gitlab(tracker: IssueTracker, plan: Plan) -> dict[str, int]:
     Returns username -> user id. Fails before anything is written.
     """
     request = plan.request
-    tracker.check_project(request.project)
     people = {"owner": request.owner, **{f"team.{r}": u for r, u in request.team.items()}}
+    names = list(dict.fromkeys(people.values()))
+
+    def look_up(name: str | None) -> int | None:
+        if name is None:
+            tracker.check_project(request.project)
+            return None
+        return tracker.user_id(name)
+
+    # The project and every person at once (the adapter bounds the calls in flight); an
+    # unusable project is the error raised, as it comes first.
+    found = each(look_up, [None, *names])
+    uids = dict(zip(names, found[1:], strict=True))
     ids: dict[str, int] = {}
     missing = []
     for field, username in people.items():
-        uid = tracker.user_id(username)
+        uid = uids[username]
         if uid is None:
             missing.append(f"{field}: GitLab has no user {username!r}")
         else:
@@ -124,8 +135,8 @@ def apply_issue_change(tracker: IssueTracker, project: str, change: IssueChange)
                 tracker.add_note(project, existing.iid, change.note)
             tracker.update_issue(project, existing.iid, write)
         case LinkIssues(tracking_iid=tracking_iid, missing=missing):
-            for iid in missing:
-                tracker.link_issues(project, tracking_iid, iid)
+            # One change, one task run; its links are made at once (no order between them).
+            each(lambda iid: tracker.link_issues(project, tracking_iid, iid), missing)
     return row
 
 
@@ -136,24 +147,29 @@ def _failed_row(key: str, kind: str, title: str, exc: TminusError) -> ActionResu
 def reconcile_issues(
     tracker: IssueTracker, plan: Plan, user_ids: dict[str, int], dry_run: bool = False
 ) -> list[ActionResult]:
-    """Bring GitLab to the plan, observe -> diff -> apply, in three rounds because later
-    issues refer to earlier ones: labels with the activity and sister issues; then the tracking
-    issue (its checklist links them by number) with the drops; then the links."""
+    """Bring GitLab to the plan, observe -> diff -> apply, in rounds because later writes
+    depend on earlier ones: the labels (GitLab gives a label an issue names but the project
+    lacks its default color, so ours must exist first); the activity and sister issues; then
+    the tracking issue (its checklist links them by number) with the drops; then the links."""
     project = plan.request.project
     slug = plan.request.slug
+    # The two observations are independent: they run at once.
+    observed_labels = observe_labels.submit(tracker, project)
     existing = observe_launch_issues(tracker, plan)
 
     def change(spec: IssueSpec, refs: dict[str, int]) -> IssueChange:
         assignee = user_ids.get(spec.assignee) if spec.assignee else None
         return issue_change(spec, existing.get(spec.key), refs=refs, assignee_id=assignee)
 
-    first: list[IssueChange] = [change(spec, {}) for spec in plan.issues]
     rows: list[ActionResult] = []
     try:
-        first.insert(0, label_change(plan, observe_labels(tracker, project)))
+        labels = label_change(plan, observed_labels.result())
     except TminusError as exc:
         # Not fatal: GitLab also creates the labels an issue names (without our colors).
         rows.append(_failed_row(f"{slug}/labels", "labels", "Labels", exc))
+    else:
+        rows += apply_changes(apply_issue_change, [labels], dry_run, tracker, project).results()
+    first: list[IssueChange] = [change(spec, {}) for spec in plan.issues]
     rows += apply_changes(apply_issue_change, first, dry_run, tracker, project).results()
     keys = {spec.key for spec in plan.issues}
     refs = {r.key: r.iid for r in rows if r.key in keys and r.iid is not None}
@@ -164,7 +180,9 @@ def reconcile_issues(
     tracking = done[0]
     if tracking.iid is not None and refs:
         try:
-            linked = observe_links(tracker, project, tracking.iid)
+            # A tracking issue this run just created has no links yet: nothing to read.
+            created = tracking.outcome is Outcome.created and not dry_run
+            linked = set() if created else observe_links(tracker, project, tracking.iid)
         except TminusError as exc:
             title = "Links to the tracking issue"
             rows.append(_failed_row(f"{plan.tracking.key}/links", "links", title, exc))

@@ -17,6 +17,7 @@ from tminus.domain.report import LaunchReport
 from tminus.domain.request import LaunchRequest, Tier
 from tminus.errors import LaunchIncomplete
 from tminus.flows.launch import launch
+from tminus.integrations.gitlab import label_color
 from tminus.settings import Settings
 
 from .conftest import ROOT, SandboxClient
@@ -97,6 +98,21 @@ def test_first_run_creates_everything_second_run_writes_nothing(
     assert sandbox.writes() == []  # GitLab, Calendar and Slack
     assert tally(second) == {"unchanged": 22}
     assert snapshot(sandbox) == state
+
+
+def test_labels_get_tminus_colors_not_the_ones_issue_creates_give(
+    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest
+) -> None:
+    # GitLab creates the unknown labels an issue names, with its default color: the labels
+    # must exist before the first issue is created, or they never get tminus's colors.
+    sandbox.faults(latency_ms=20)  # issue creates and label creates overlap in time
+    run(l1)
+    sandbox.faults()
+    labels = sandbox.gitlab().projects.get(PROJECT).labels.list(get_all=True)
+    colors = {label.name: label.color for label in labels}
+    assert colors["launch-tier::L1"] == "#dc143c"
+    assert colors["launch::code-review-agent"] == label_color("launch::code-review-agent")
+    assert all(color == label_color(name) for name, color in colors.items())
 
 
 def test_thirty_percent_faults_leave_the_same_issues(

@@ -46,7 +46,11 @@ class Settings(BaseSettings):
     )
     gitlab_timeout: float = Field(default=15.0, gt=0, le=300, description="Seconds per request.")
     gitlab_concurrency: int = Field(
-        default=4, ge=1, le=32, description="GitLab requests in flight at once, per launch run."
+        default=8,
+        ge=1,
+        le=32,
+        description="GitLab requests in flight at once, per launch run. GitLab's rate limits "
+        "count requests per minute; a launch makes about 80 (L1, 5 features) to 130 (20).",
     )
     retry_attempts: int = Field(
         default=8,

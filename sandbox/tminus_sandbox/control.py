@@ -1,6 +1,7 @@
 """What every stand-in shares: a request log and fault injection, exposed under ``/_sandbox/``.
 
-``GET  /_sandbox/requests``        the request log: method, path, status (``?since=N`` pages on)
+``GET  /_sandbox/requests``        the request log: method, path, status, fault, ms (duration),
+                                   start (arrival, epoch seconds); ``?since=N`` pages on
 ``DELETE /_sandbox/requests``      clear the log
 ``GET|PUT /_sandbox/faults``       latency_ms; error_rate (answered error_status, default 502);
                                    rate_limit_rate (429 with Retry-After: retry_after);
@@ -48,6 +49,7 @@ class LoggedRequest:
     status: int
     fault: str | None
     ms: float
+    start: float = 0.0  # when the request arrived (time.time(), seconds since the epoch)
 
 
 @dataclass
@@ -90,13 +92,20 @@ class Control:
         return None
 
     def record(
-        self, method: str, path: str, query: str, status: int, fault: str | None, ms: float
+        self,
+        method: str,
+        path: str,
+        query: str,
+        status: int,
+        fault: str | None,
+        ms: float,
+        start: float = 0.0,
     ) -> None:
         if path.startswith("/_sandbox"):
             return
         with self._lock:
             self._seq += 1
-            self.log.append(LoggedRequest(self._seq, method, path, query, status, fault, ms))
+            self.log.append(LoggedRequest(self._seq, method, path, query, status, fault, ms, start))
 
     def clear(self) -> None:
         with self._lock:
@@ -118,6 +127,7 @@ class ControlMiddleware:
         path = raw.decode("latin-1").split("?", 1)[0]
         method = scope["method"]
         query = scope.get("query_string", b"").decode("latin-1")
+        arrived = time.time()
         started = time.perf_counter()
         control = self.control
         fault = control.draw(path, method)
@@ -154,9 +164,8 @@ class ControlMiddleware:
             )
         else:
             await self.app(scope, receive, send_logged)
-        control.record(
-            method, path, query, status_box["status"], fault, (time.perf_counter() - started) * 1000
-        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        control.record(method, path, query, status_box["status"], fault, elapsed_ms, arrived)
 
 
 def control_routes(control: Control, reset_data: Any) -> list[Any]:
