@@ -180,7 +180,8 @@ def machine() -> str:
                 break
     return (
         f"machine: {os.cpu_count()} CPUs{f' ({model})' if model else ''}, "
-        f"Python {platform.python_version()}, Prefect {prefect.__version__}, {platform.system()}"
+        f"Python {platform.python_version()}, Prefect {prefect.__version__}, {platform.system()}; "
+        f"load average {os.getloadavg()[0]:.1f} (other work on the machine skews the figures)"
     )
 
 
