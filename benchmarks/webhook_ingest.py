@@ -12,12 +12,15 @@ on a fresh connection as GitLab does: the real release payload and headers of
 tests/fixtures/, one tag and one ``Idempotency-Key`` per unique delivery, and ``--resend`` of
 them sent again later with the same key and body, as a person resending from GitLab does.
 
-Prints the machine (CPUs, Python, Prefect), the answers by status, the acknowledgement
-latency (p50, p99, max; measured by the sender: connect, send, answer), and after draining:
+Prints the machine (CPUs, Python, Prefect, load), the answers by status, the acknowledgement
+latency (p50, p99, max; measured by the sender: connect, send, answer), the receiver's CPU
+time per delivery during the burst (from /proc), and after draining:
 what the receiver's outbox sent to Prefect, and the flow runs the deployment trigger created,
 against the unique deliveries (lost = unique deliveries without a run, doubled = runs beyond
-one per delivery). The runs are counted, not executed: nothing serves the deployment, so
-they stay Scheduled; what is measured is receiver -> outbox -> Prefect event -> trigger -> run.
+one per delivery), and the trigger actions Prefect itself reports failed
+(``prefect.automation.action.failed``: it does not retry them). The runs are counted, not
+executed: nothing serves the deployment, so they stay Scheduled; what is measured is
+receiver -> outbox -> Prefect event -> trigger -> run.
 Figures, not assertions.
 """
 
@@ -163,6 +166,15 @@ async def send_all(
     return latencies, statuses, elapsed
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux), else None."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return None
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
@@ -277,8 +289,10 @@ def main() -> None:
             f"\nsending {len(sequence)} deliveries ({unique} unique, {resends} resent with "
             f"the same Idempotency-Key), {args.concurrency} in flight, fresh connection each"
         )
+        cpu_before = cpu_seconds(receiver.pid)
         latencies, statuses, elapsed = asyncio.run(send_all(hook, sequence, args.concurrency))
         sent_at = time.monotonic()
+        cpu_after = cpu_seconds(receiver.pid)
         print(
             f"sent in {elapsed:.1f} s ({len(sequence) / elapsed:.0f} deliveries/s); answers: "
             + ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items()))
@@ -288,6 +302,12 @@ def main() -> None:
             f"p99 {pct(latencies, 0.99) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms, "
             f"mean {statistics.mean(latencies) * 1000:.1f} ms"
         )
+        if cpu_before is not None and cpu_after is not None:
+            print(
+                f"receiver CPU during the burst: {cpu_after - cpu_before:.2f} s, "
+                f"{(cpu_after - cpu_before) / len(sequence) * 1000:.2f} ms per delivery "
+                "(answering, plus the events it sent to Prefect meanwhile)"
+            )
 
         def drained() -> bool:
             health = httpx.get(f"{hook}/healthz", timeout=5).json()
@@ -331,6 +351,16 @@ def main() -> None:
                 runs += page
                 if len(page) < 200:
                     break
+            # Prefect's own account of trigger actions that failed (it does not retry them).
+            from prefect.events.filters import EventFilter, EventNameFilter
+
+            failed = client.read_events(
+                filter=EventFilter(
+                    event=EventNameFilter(name=["prefect.automation.action.failed"])
+                ),
+                limit=50,
+            )
+            reasons = Counter(str(e.payload.get("reason")) for e in failed.events)
         wanted = {key for key, _ in sequence}
         per_delivery = Counter(
             r.parameters.get("release", {}).get("delivery")
@@ -349,6 +379,10 @@ def main() -> None:
             f"{len(wanted)} unique deliveries: lost {lost}, doubled {doubled}; the last one "
             f"{runs_done:.1f} s after the last answer "
             f"({', '.join(f'{s} {n}' for s, n in states.items())})"
+        )
+        print(
+            f"trigger actions Prefect reports failed: {failed.total}"
+            + "".join(f"\n  {n} x {reason}" for reason, n in reasons.items())
         )
 
 
