@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` (deployment runs validate parameters a
 flow's signature).
 """
 
+from collections import deque
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tminus.domain.audit import (
@@ -35,9 +37,15 @@ from tminus.integrations.clients import (
     build_tracker,
 )
 from tminus.integrations.files import load_playbook
+from tminus.integrations.pages import PageReader
 from tminus.settings import Settings, load_settings
+from tminus.tasks.pages import KnownPages, run_page_checks
 
 TRACKING_LABEL = "launch-issue::tracking"
+WORKERS = 4
+# Launches audited at once, plus a few queued: the flow holds this many task runs (their
+# parameters and results), not one per open launch.
+IN_FLIGHT = 2 * WORKERS
 
 
 @task(
@@ -47,6 +55,7 @@ TRACKING_LABEL = "launch-issue::tracking"
 )
 def audit_one(
     tracker: IssueTracker,
+    pages: PageReader,
     settings: Settings,
     playbook: Playbook,
     project: str,
@@ -75,9 +84,7 @@ def audit_one(
     pages_failing: list[str] = []
     pages_total = 0
     if plan.checks:
-        from tminus.tasks.pages import run_page_checks
-
-        page_results = run_page_checks(build_page_reader(settings), plan, settings)
+        page_results = run_page_checks(pages, plan, settings)
         pages_total = len(page_results)
         pages_failing = [
             f"{r.title}: {r.detail}" for r in page_results if r.outcome is Outcome.failed
@@ -151,7 +158,7 @@ def audit_projects(settings: Settings) -> list[str]:
     return [settings.launch_project or "marketing/launches"]
 
 
-@flow(name="audit", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
+@flow(name="audit", task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))  # type: ignore[arg-type]
 def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
     """Audit every open launch (each open tracking issue): share of activities done, overdue
     activities, pages re-checked, calendar drift, a readiness score. Updates one audit note per
@@ -163,20 +170,35 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
     playbook = load_playbook(settings.playbook)
     today = datetime.now(ZoneInfo(settings.timezone)).date()
     tracker = build_tracker(settings)
-    futures = []
-    for project in projects or audit_projects(settings):
-        for tracking in tracker.list_issues(project, [TRACKING_LABEL], state="opened"):
-            if CANCELLED_LABEL in tracking.labels:
-                continue  # cancelled launches are not nagged about
-            futures.append(
-                audit_one.submit(tracker, settings, playbook, project, tracking, today.isoformat())
-            )
-    rows = []
-    for future in futures:
+    # Every launch checks the same /features page and compare view: read them once.
+    pages = KnownPages.observe(
+        build_page_reader(settings), (settings.features_page, settings.features_compare_page)
+    )
+    rows: list[dict[str, Any]] = []
+    running: deque[PrefectFuture[dict[str, Any]]] = deque()
+
+    def collect(future: PrefectFuture[dict[str, Any]]) -> None:
         try:
             rows.append(future.result())
         except TminusError as exc:
             rows.append({"launch": "?", "status": "failed", "detail": str(exc)})
+
+    for project in projects or audit_projects(settings):
+        # Taken from the list as they are audited, so a launch's description is not kept.
+        open_launches = deque(tracker.list_issues(project, [TRACKING_LABEL], state="opened"))
+        while open_launches:
+            tracking = open_launches.popleft()
+            if CANCELLED_LABEL in tracking.labels:
+                continue  # cancelled launches are not nagged about
+            if len(running) >= IN_FLIGHT:
+                collect(running.popleft())
+            running.append(
+                audit_one.submit(
+                    tracker, pages, settings, playbook, project, tracking, today.isoformat()
+                )
+            )
+    while running:
+        collect(running.popleft())
     create_table_artifact(
         key="launch-audit",
         table=rows or [{"launch": "none", "status": "no open launches"}],

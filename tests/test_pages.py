@@ -499,3 +499,24 @@ def test_embedded_default_reaches_only_the_stand_in() -> None:
         assert connections(other) == 0  # refused before connecting
     finally:
         other.close()
+
+
+def test_known_pages_read_the_shared_pages_once_and_the_rest_each_time() -> None:
+    """The audit's reader: /features and its compare view once per audit, docs per launch."""
+    from tminus.integrations.pages_memory import MemoryPages
+    from tminus.tasks.pages import KnownPages
+
+    features, compare, docs = (
+        "https://x.test/features",
+        "https://x.test/compare",
+        "https://d.test/a",
+    )
+    web = MemoryPages({features: "Agent", compare: "Agent", docs: "Agent docs"})
+    pages = KnownPages.observe(web, (features, compare, None))
+    targets = [PageTarget(docs, "docs", ("Agent",)), PageTarget(features, "features", ("Agent",))]
+    for _ in range(3):  # three launches
+        seen = pages.read([*targets, PageTarget(compare, "compare", ("Agent",))])
+        assert [o.url for o in seen] == [docs, features, compare]
+        assert [o.status for o in seen] == [200, 200, 200]
+    assert Counter(web.reads) == {features: 1, compare: 1, docs: 3}
+    assert KnownPages.observe(web, (None, None)).read([]) == []

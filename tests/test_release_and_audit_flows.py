@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date, timedelta
 from typing import Any
 
@@ -140,3 +141,24 @@ def test_a_cancelled_launch_is_not_audited_and_a_new_release_resumes_it(
     on_release(release=Release.model_validate({**RELEASE, "action": "update"}))
     assert "launch-status::cancelled" not in tracking_issue(sandbox, project).labels
     assert len(audit(projects=[project])) == 1
+
+
+def test_audit_of_more_launches_than_in_flight_reads_the_features_pages_once(
+    sandbox: SandboxClient,
+    settings: Settings,
+    l2: LaunchRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Launches beyond the in-flight bound are audited too, each once; the /features page
+    and its compare view, which every L2 launch checks, are read once per audit."""
+    import tminus.flows.audit as audit_flow
+
+    monkeypatch.setattr(audit_flow, "IN_FLIGHT", 1)
+    other = l2.model_copy(update={"slug": f"{l2.slug}-two", "title": f"{l2.title} two"})
+    for request in (l2, other):
+        launch(request=soon(request, sandbox, days=30))
+    sandbox.clear_log()
+    rows = audit(projects=[PROJECT])
+    assert sorted(r["launch"] for r in rows) == sorted([l2.slug, other.slug])
+    reads = Counter(r["path"] for r in sandbox.requests() if r["path"].startswith("/features"))
+    assert reads == {"/features": 1, "/features/compare": 1}

@@ -229,7 +229,14 @@ class GitLabApi:
                 (project_id, name),
             )
 
-    def _paginate(self, request: Request, items: list[Any]) -> Response:
+    def _paginate(
+        self,
+        request: Request,
+        items: list[Any],
+        render: Callable[[Any], Any] | None = None,
+    ) -> Response:
+        """One page of ``items``; with ``render``, only the page's items are rendered (a page
+        of a 10,000-issue project costs one page, not 10,000 issues)."""
         try:
             page = max(1, int(request.query_params.get("page", "1")))
             per_page = min(100, max(1, int(request.query_params.get("per_page", "20"))))
@@ -238,6 +245,8 @@ class GitLabApi:
         total = len(items)
         pages = max(1, -(-total // per_page))
         chunk = items[(page - 1) * per_page : page * per_page]
+        if render is not None:
+            chunk = [render(item) for item in chunk]
         headers = {
             "X-Page": str(page),
             "X-Per-Page": str(per_page),
@@ -360,26 +369,27 @@ class GitLabApi:
         if iids:
             sql += f" AND iid IN ({','.join('?' * len(iids))})"
             args += iids
+        # Filters run in SQL, so a list costs what it finds, not the project's size. Search
+        # folds ASCII case only (SQLite's lower), as GitLab's search does for these markers.
+        wanted = self._labels(q.get("labels"))
+        for label in wanted:
+            sql += " AND EXISTS (SELECT 1 FROM json_each(issues.labels) WHERE value = ?)"
+            args.append(label)
+        search = q.get("search")
+        if search:
+            fields = [f.strip() for f in q.get("in", "title,description").split(",")]
+            columns = [f"coalesce({f}, '')" for f in ("title", "description") if f in fields]
+            text = " || ' ' || ".join(columns) or "''"
+            for term in (t.lower() for t in search.split() if t):
+                sql += f" AND instr(lower({text}), ?) > 0"
+                args.append(term)
         order = "created_at" if q.get("order_by", "created_at") == "created_at" else "updated_at"
         direction = "ASC" if q.get("sort") == "asc" else "DESC"
         sql += f" ORDER BY {order} {direction}, iid {direction}"
         with self.store.tx() as db:
             rows = db.execute(sql, args).fetchall()
-        wanted = self._labels(q.get("labels"))
-        if wanted:
-            rows = [r for r in rows if set(wanted) <= set(json.loads(r["labels"]))]
-        search = q.get("search")
-        if search:
-            fields = [f.strip() for f in q.get("in", "title,description").split(",")]
-            terms = [t.lower() for t in search.split() if t]
-
-            def hit(row: sqlite3.Row) -> bool:
-                text = " ".join(str(row[f] or "") for f in fields if f in ("title", "description"))
-                return all(t in text.lower() for t in terms)
-
-            rows = [r for r in rows if hit(r)]
         base = self._base(request)
-        return self._paginate(request, [self._issue_json(r, project, base) for r in rows])
+        return self._paginate(request, rows, lambda r: self._issue_json(r, project, base))
 
     async def get_issue(self, request: Request) -> Response:
         project = self.store.project(request.path_params["project"])
