@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     gitlab_concurrency: int = Field(
         default=4, ge=1, le=32, description="GitLab requests in flight at once, per launch run."
     )
+    gitlab_global_limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="GitLab requests in flight at once across every worker and process "
+        "(a Prefect global concurrency limit, tminus-gitlab-api). Unset: per run only.",
+    )
     retry_attempts: int = Field(
         default=8,
         ge=1,
