@@ -1,9 +1,9 @@
 """What the GitLab limit shared across workers costs per call.
 
-    .venv/bin/python benchmarks/gitlab_limit.py [--calls 200] [--api http://127.0.0.1:4200/api]
+    .venv/bin/python benchmarks/gitlab_limit.py [--calls 200] [--latency-ms 0] [--api URL]
 
 Runs ``--calls`` GitLab reads (``list_issues``) one after another against the local stand-in
-(in-process, no latency added: the worst case for relative cost), three ways: the in-process
+(in-process; with no latency added, the worst case for relative cost), three ways: the in-process
 bound only; with ``TMINUS_GITLAB_GLOBAL_LIMIT`` (tminus's ``GlobalLimit``: take a leased slot,
 release it); and with Prefect's ``prefect.concurrency.sync.concurrency`` helper instead (lease
 renewal thread and two events per call). Then 8 threads on two "workers" sharing a limit of 4.
@@ -60,11 +60,10 @@ def figures(ms: list[float]) -> tuple[float, float]:
 
 @contextmanager
 def prefect_api(api: str | None) -> Iterator[str]:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL
 
-    if api:
-        with temporary_settings({PREFECT_API_URL: api}):
-            yield api
+    if api:  # set in the environment by main(), as on a worker
+        yield api
         return
     from prefect.testing.utilities import prefect_test_harness
 
@@ -75,9 +74,13 @@ def prefect_api(api: str | None) -> Iterator[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200, help="calls per variant")
+    parser.add_argument("--latency-ms", type=int, default=0, help="added GitLab latency")
     parser.add_argument("--api", help="a Prefect API URL (default: a temporary server)")
     args = parser.parse_args()
+    if args.api:  # before Prefect reads its settings: every thread sees it, as on a worker
+        os.environ["PREFECT_API_URL"] = args.api
 
+    import httpx
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
@@ -86,6 +89,9 @@ def main() -> None:
     from tminus_sandbox.app import ThreadedServer, create_sandbox
 
     with ThreadedServer(create_sandbox(None).app) as sandbox, prefect_api(args.api) as api:
+        if args.latency_ms:
+            faults = {"latency_ms": args.latency_ms, "prefix": "/api/v4"}
+            httpx.put(f"{sandbox.url}/_sandbox/faults", json=faults).raise_for_status()
         name = f"bench-gitlab-{uuid.uuid4().hex[:8]}"
         with get_client(sync_client=True) as client:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=4))
@@ -98,7 +104,10 @@ def main() -> None:
             "GlobalLimit (tminus)": tracker(GlobalLimit(name, 4)),
             "prefect concurrency()": tracker(PrefectHelper(name)),
         }
-        print(f"Prefect API {api}; {args.calls} sequential GitLab reads per variant (stand-in)")
+        print(
+            f"Prefect API {api}; {args.calls} sequential GitLab reads per variant (stand-in, "
+            f"+{args.latency_ms} ms)"
+        )
         base = None
         for label, one in variants.items():
             median, p95 = figures(
