@@ -56,6 +56,7 @@ class GlobalLimit:
         self._lock = threading.Lock()
         self._ensure_lock = threading.Lock()
         self._client: Any = None
+        self._url: str | None = None
         self._ready = False
         self._skip_until = 0.0
         self._warned = False
@@ -68,13 +69,14 @@ class GlobalLimit:
         from prefect.client.orchestration import get_client
         from prefect.settings import PREFECT_API_URL
 
-        if not PREFECT_API_URL.value():
+        url = PREFECT_API_URL.value()
+        if not url:
             return None
         with self._lock:
-            if self._client is None:
+            if self._client is None or self._url != url:  # a new server: a new client
                 client = get_client(sync_client=True)
                 client.__enter__()
-                self._client = client
+                self._client, self._url, self._ready = client, url, False
             return self._client
 
     def _ensure(self, client: Any) -> None:

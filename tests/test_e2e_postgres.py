@@ -101,7 +101,18 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
         assert done.returncode == 0, f"{argv[0]} failed:\n{done.stdout}\n{done.stderr}"
 
-    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "tminus", "-A", "trust", "-E", "UTF8")
+    run(
+        str(bin_dir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "tminus",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+    )
     options = (
         f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c max_connections=200 "
         "-c fsync=off -c synchronous_commit=off"
