@@ -2,8 +2,11 @@
 
 Resilience: python-gitlab's own retries are off (``_Gitlab`` forces ``max_retries=0``); every
 call goes through one ``RetryPolicy`` (``integrations.retry``): bounded attempts and a
-deadline, backoff, GitLab's ``Retry-After`` honoured. Reads, updates and the creates GitLab
-refuses to repeat (labels, links: 409) are simply retried. An issue create or a note whose
+deadline, backoff, GitLab's ``Retry-After`` honoured. Each attempt holds a slot of this
+process's bound (``TMINUS_GITLAB_CONCURRENCY``) and, with ``TMINUS_GITLAB_GLOBAL_LIMIT``, one
+of the bound every worker shares (``integrations.global_limit``); no slot is held between
+attempts. Reads, updates and the creates GitLab refuses to repeat (labels, links: 409) are
+simply retried. An issue create or a note whose
 answer was lost (a 502 from a proxy, a timeout) may have happened, so before trying again it
 is looked up in GitLab (by the issue's key, by the note's text). Errors leave this module as
 ``TransientError`` or ``PermanentError`` carrying GitLab's own message.
