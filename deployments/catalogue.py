@@ -122,9 +122,11 @@ PREFECT_YAML_HEADER = """\
 #                                              # be at that same path
 #   PREFECT_WORKER_QUERY_SECONDS=1 prefect worker start --pool tminus   # on each worker, in a
 #                                              # checkout of this project with tminus installed
-# Workers need the same TMINUS_* settings as `tminus serve` (see README). The audit's cron and
-# time zone are set below (TMINUS_AUDIT_CRON applies to `tminus serve` only). The GitLab
-# webhook receiver still runs on its own: `tminus webhook`.
+# Workers need the same TMINUS_* settings as `tminus serve` (see README); with several workers
+# set TMINUS_GITLAB_GLOBAL_LIMIT on each, so GitLab's rate limit is shared, not per worker.
+# The audit's cron and time zone are set below (TMINUS_AUDIT_CRON applies to `tminus serve`
+# only). The GitLab webhook receiver still runs on its own: `tminus webhook`. README's
+# "Production layout" has the rest; tests/test_e2e_postgres.py runs this file on two workers.
 # A trigger parameter that is exactly one expression ("{{ event.payload }}") keeps its JSON
 # type: on-release gets the release payload as a dict.
 """

@@ -2,8 +2,11 @@
 
 Resilience: python-gitlab's own retries are off (``_Gitlab`` forces ``max_retries=0``); every
 call goes through one ``RetryPolicy`` (``integrations.retry``): bounded attempts and a
-deadline, backoff, GitLab's ``Retry-After`` honoured. Reads, updates and the creates GitLab
-refuses to repeat (labels, links: 409) are simply retried. An issue create or a note whose
+deadline, backoff, GitLab's ``Retry-After`` honoured. Each attempt holds a slot of this
+process's bound (``TMINUS_GITLAB_CONCURRENCY``) and, with ``TMINUS_GITLAB_GLOBAL_LIMIT``, one
+of the bound every worker shares (``integrations.global_limit``); no slot is held between
+attempts. Reads, updates and the creates GitLab refuses to repeat (labels, links: 409) are
+simply retried. An issue create or a note whose
 answer was lost (a 502 from a proxy, a timeout) may have happened, so before trying again it
 is looked up in GitLab (by the issue's key, by the note's text). Errors leave this module as
 ``TransientError`` or ``PermanentError`` carrying GitLab's own message.
@@ -15,7 +18,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date
 from typing import Any, TypeVar
 
@@ -26,11 +29,14 @@ import urllib3.exceptions
 
 from tminus.domain.issues import IssueState, IssueWrite, split_description
 from tminus.errors import PermanentError, TransientError
+from tminus.integrations.global_limit import GlobalLimit, LimitBusy, global_limit
 from tminus.integrations.retry import RetryPolicy, parse_retry_after, retry_policy
 from tminus.settings import Settings
 
 SYSTEM = "GitLab"
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection; the read timeout is a setting
+# The Prefect global concurrency limit all workers share (TMINUS_GITLAB_GLOBAL_LIMIT).
+GLOBAL_LIMIT_NAME = "tminus-gitlab-api"
 T = TypeVar("T")
 
 _HINTS = {
@@ -143,12 +149,17 @@ class GitLabTracker:
     """``IssueTracker`` on a real GitLab (or the stand-in), via python-gitlab."""
 
     def __init__(
-        self, client: gitlab.Gitlab, concurrency: int = 8, retry: RetryPolicy | None = None
+        self,
+        client: gitlab.Gitlab,
+        concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+        shared: GlobalLimit | None = None,
     ) -> None:
         self._gl = client
         self._retry = retry or RetryPolicy()
         self._concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)
+        self._shared = shared
         self._users: dict[str, int | None] = {}
         self._project_ids: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -156,6 +167,12 @@ class GitLabTracker:
     @property
     def url(self) -> str:
         return str(self._gl.url)
+
+    def close(self) -> None:
+        """Close the kept-alive connections (GitLab's, and Prefect's for a shared limit)."""
+        self._gl.session.close()
+        if self._shared is not None:
+            self._shared.close()
 
     def _project(self, project: str) -> Any:
         return self._gl.projects.get(project, lazy=True)
@@ -169,10 +186,11 @@ class GitLabTracker:
         recover: Callable[[], T | None] | None = None,
     ) -> T:
         """Run one GitLab call under the retry policy, each attempt within the concurrency
-        bound (a wait between attempts holds no slot)."""
+        bound of this process and, if given, the one shared by every worker (a wait between
+        attempts holds no slot of either)."""
 
         def attempt() -> T:
-            with self._slots, translate(resource):
+            with self._slots, self._shared_slot(resource), translate(resource):
                 return fn()
 
         return self._retry.call(attempt, idempotent=idempotent, recover=recover)
@@ -191,6 +209,16 @@ class GitLabTracker:
         if first is not None:
             raise first
         return [f.result() for f in futures]
+
+    @contextmanager
+    def _shared_slot(self, resource: str) -> Iterator[None]:
+        with ExitStack() as stack:
+            if self._shared is not None:
+                try:
+                    stack.enter_context(self._shared.hold(timeout=self._retry.deadline))
+                except LimitBusy as exc:  # nothing was sent: the retry policy may try again
+                    raise TransientError(SYSTEM, str(exc), resource=resource, sent=False) from None
+            yield
 
     def check_project(self, project: str) -> str:
         proj = self._call(f"project {project}", lambda: self._gl.projects.get(project))
@@ -411,8 +439,14 @@ def build_client(settings: Settings) -> gitlab.Gitlab:
 
 
 def build_tracker(settings: Settings) -> GitLabTracker:
+    shared = None
+    if settings.gitlab_global_limit:
+        # The lease outlives the longest attempt, so no renewal is needed.
+        lease = CONNECT_TIMEOUT + settings.gitlab_timeout + 30
+        shared = global_limit(GLOBAL_LIMIT_NAME, settings.gitlab_global_limit, lease)
     return GitLabTracker(
         build_client(settings),
         concurrency=settings.gitlab_concurrency,
         retry=retry_policy(settings),
+        shared=shared,
     )

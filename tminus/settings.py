@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         description="GitLab requests in flight at once, per launch run. GitLab's rate limits "
         "count requests per minute; a launch makes about 80 (L1, 5 features) to 130 (20).",
     )
+    gitlab_global_limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="GitLab requests in flight at once across every worker and process "
+        "(a Prefect global concurrency limit, tminus-gitlab-api). Unset: per run only.",
+    )
     retry_attempts: int = Field(
         default=8,
         ge=1,
