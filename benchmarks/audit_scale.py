@@ -24,11 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,34 +38,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import free_port, machine  # noqa: E402
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 PROJECT = "marketing/launches"
 EMBEDDED = "http://127.0.0.1:4281"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def machine() -> str:
-    import prefect
-
-    model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"machine: {os.cpu_count()} CPUs{f' ({model})' if model else ''}, "
-        f"Python {platform.python_version()}, Prefect {prefect.__version__}, {platform.system()}; "
-        f"load average {os.getloadavg()[0]:.1f} (other work on the machine skews the figures)"
-    )
 
 
 def sandbox_env(url: str) -> dict[str, str]:

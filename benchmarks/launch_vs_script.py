@@ -30,7 +30,6 @@ import argparse
 import copy
 import math
 import os
-import platform
 import re
 import statistics
 import sys
@@ -45,6 +44,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from benchmarks.common import machine  # noqa: E402
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
@@ -269,20 +271,6 @@ def task_runs_of(flow_run_id: Any) -> int:
 
 
 # --- the benchmark ------------------------------------------------------------------------
-
-
-def machine() -> str:
-    import gitlab
-    import prefect
-
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"machine: {cores} CPUs ({usable} usable, load {load:.2f}), {platform.machine()}, "
-        f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
-        f"Prefect {prefect.__version__}, python-gitlab {gitlab.__version__}"
-    )
 
 
 def main() -> None:

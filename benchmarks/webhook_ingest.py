@@ -30,10 +30,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,18 +46,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import free_port, machine  # noqa: E402
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 FIXTURES = ROOT / "tests" / "fixtures"
 TOKEN = "bench-hook-token"
 PREFECT_SERVER = [sys.executable, "-m", "prefect", "server", "start"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:
@@ -178,23 +173,6 @@ def cpu_seconds(pid: int) -> float | None:
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
-
-
-def machine() -> str:
-    import prefect
-
-    model = ""
-    with_cpuinfo = Path("/proc/cpuinfo")
-    if with_cpuinfo.exists():
-        for line in with_cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"machine: {os.cpu_count()} CPUs{f' ({model})' if model else ''}, "
-        f"Python {platform.python_version()}, Prefect {prefect.__version__}, {platform.system()}; "
-        f"load average {os.getloadavg()[0]:.1f} (other work on the machine skews the figures)"
-    )
 
 
 def main() -> None:
