@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e ".[dev]" -e ./sandbox
+	$(BIN)/pip install --quiet -e ".[dev]" -e ./sandbox
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
