@@ -250,6 +250,10 @@ class LaunchCalendar(Protocol):
 
     def apply(self, calendar_id: str, change: CalendarChange) -> ActionResult: ...
 
+    def close(self) -> None:
+        """Close kept-alive connections (the next call opens new ones)."""
+        ...
+
 
 # --- the diff ---------------------------------------------------------------------------------
 

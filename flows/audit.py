@@ -90,8 +90,8 @@ def audit_one(
             f"{r.title}: {r.detail}" for r in page_results if r.outcome is Outcome.failed
         ]
     calendar_drift = 0
+    calendar = build_calendar(settings)
     try:
-        calendar = build_calendar(settings)
         observed = calendar.observe(settings.calendar_id, request.slug)
         changes = diff_calendar(
             plan.calendar, observed, request.slug, skip_reason=calendar.skip_reason
@@ -99,6 +99,8 @@ def audit_one(
         calendar_drift = sum(1 for c in changes if c.planned().outcome is not Outcome.unchanged)
     except TminusError as exc:  # the calendar being down must not stop the audit
         get_run_logger().warning("Calendar check of %s failed: %s", request.slug, exc)
+    finally:
+        calendar.close()
 
     audit = audit_launch(
         request.slug,
@@ -199,6 +201,7 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
             )
     while running:
         collect(running.popleft())
+    tracker.close()
     create_table_artifact(
         key="launch-audit",
         table=rows or [{"launch": "none", "status": "no open launches"}],

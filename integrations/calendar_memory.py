@@ -41,6 +41,9 @@ class MemoryCalendar:
             held = self.events.get(calendar_id, {})
             return [e for e in held.values() if e.launch_slug == launch_slug]
 
+    def close(self) -> None:
+        pass  # nothing open
+
     def apply(self, calendar_id: str, change: CalendarChange) -> ActionResult:
         with self._lock:
             return self._apply(self.events.setdefault(calendar_id, {}), calendar_id, change)

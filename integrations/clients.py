@@ -51,7 +51,8 @@ class Systems:
 
     def close(self) -> None:
         """Close the connections adapters keep alive (the Calendar client's, today)."""
-        close = getattr(self.calendar, "close", None)
+        self.calendar.close()
+        close = getattr(self.tracker, "close", None)  # not part of the tracker port
         if close is not None:
             close()
 

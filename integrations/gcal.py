@@ -371,6 +371,9 @@ class NoCalendar:
     def apply(self, calendar_id: str, change: CalendarChange) -> ActionResult:
         return replace(change.planned(), outcome=Outcome.skipped, detail=self.REASON)
 
+    def close(self) -> None:
+        pass  # nothing open
+
 
 class UnconfiguredCalendar:
     """Stands in for a Calendar configured wrongly: says what to fix, writes nothing."""
@@ -385,6 +388,9 @@ class UnconfiguredCalendar:
 
     def apply(self, calendar_id: str, change: CalendarChange) -> ActionResult:
         raise SettingsError("Google Calendar settings", [self.reason])
+
+    def close(self) -> None:
+        pass  # nothing open
 
 
 # --- building clients (secrets are unwrapped only here) --------------------------------------
