@@ -5,6 +5,7 @@ No ``from __future__ import annotations``: deployment runs validate parameters a
 flow's signature (see flows/launch.py).
 """
 
+from contextlib import closing
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -77,8 +78,9 @@ def on_release(release: Release) -> dict[str, Any]:
         "action": release.action,
     }
     if release.action == "delete":
-        tracker = build_tracker(settings)
-        result = cancel_launch(tracker, request, f"release {release.tag} was deleted in GitLab")
+        with closing(build_tracker(settings)) as tracker:
+            reason = f"release {release.tag} was deleted in GitLab"
+            result = cancel_launch(tracker, request, reason)
         outcome["cancelled"] = result.outcome.value
         outcome["tracking_url"] = result.url
         return outcome
