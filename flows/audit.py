@@ -90,6 +90,7 @@ def audit_one(
             f"{r.title}: {r.detail}" for r in page_results if r.outcome is Outcome.failed
         ]
     calendar_drift = 0
+    calendar = None
     try:
         calendar = build_calendar(settings)
         observed = calendar.observe(settings.calendar_id, request.slug)
@@ -99,6 +100,10 @@ def audit_one(
         calendar_drift = sum(1 for c in changes if c.planned().outcome is not Outcome.unchanged)
     except TminusError as exc:  # the calendar being down must not stop the audit
         get_run_logger().warning("Calendar check of %s failed: %s", request.slug, exc)
+    finally:  # its kept-alive connection, one per launch audited
+        close = getattr(calendar, "close", None)
+        if close is not None:
+            close()
 
     audit = audit_launch(
         request.slug,
@@ -183,22 +188,25 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
         except TminusError as exc:
             rows.append({"launch": "?", "status": "failed", "detail": str(exc)})
 
-    for project in projects or audit_projects(settings):
-        # Taken from the list as they are audited, so a launch's description is not kept.
-        open_launches = deque(tracker.list_issues(project, [TRACKING_LABEL], state="opened"))
-        while open_launches:
-            tracking = open_launches.popleft()
-            if CANCELLED_LABEL in tracking.labels:
-                continue  # cancelled launches are not nagged about
-            if len(running) >= IN_FLIGHT:
-                collect(running.popleft())
-            running.append(
-                audit_one.submit(
-                    tracker, pages, settings, playbook, project, tracking, today.isoformat()
+    try:
+        for project in projects or audit_projects(settings):
+            # Taken from the list as they are audited, so a launch's description is not kept.
+            open_launches = deque(tracker.list_issues(project, [TRACKING_LABEL], state="opened"))
+            while open_launches:
+                tracking = open_launches.popleft()
+                if CANCELLED_LABEL in tracking.labels:
+                    continue  # cancelled launches are not nagged about
+                if len(running) >= IN_FLIGHT:
+                    collect(running.popleft())
+                running.append(
+                    audit_one.submit(
+                        tracker, pages, settings, playbook, project, tracking, today.isoformat()
+                    )
                 )
-            )
-    while running:
-        collect(running.popleft())
+        while running:
+            collect(running.popleft())
+    finally:
+        tracker.close()  # its kept-alive connections
     create_table_artifact(
         key="launch-audit",
         table=rows or [{"launch": "none", "status": "no open launches"}],
