@@ -190,10 +190,9 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
 
     try:
         for project in projects or audit_projects(settings):
-            # Taken from the list as they are audited, so a launch's description is not kept.
-            open_launches = deque(tracker.list_issues(project, [TRACKING_LABEL], state="opened"))
-            while open_launches:
-                tracking = open_launches.popleft()
+            # Read a page at a time as they are audited: the flow holds the IN_FLIGHT launches
+            # being audited and one page of tracking issues, not every open launch.
+            for tracking in tracker.iter_issues(project, [TRACKING_LABEL], state="opened"):
                 if CANCELLED_LABEL in tracking.labels:
                     continue  # cancelled launches are not nagged about
                 if len(running) >= IN_FLIGHT:
