@@ -11,8 +11,10 @@ the 60 days around today, planned by the real planner; every issue carries its k
 the tracking issue the hidden launch record (``request_marker``) the audit re-plans from;
 about a third of the work is closed. Then it runs the audit flow once, in a child process
 of its own (``--child``), against the sandbox, and prints per size: wall time of the flow
-call, the child's peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, before
-the flow and at its end: the flow's growth is the difference), the requests the stand-ins
+call, the child's resident memory before the flow and its peak during the flow (Linux's
+``VmRSS`` and ``VmHWM``, the peak reset just before the flow; not ``ru_maxrss``, which a
+child started by fork and exec inherits from its parent, here the seeding's peak), the
+flow's growth being the difference, the requests the stand-ins
 received by system and method, and the time the stand-ins spent answering them (their own
 request log). Per launch figures show whether the audit grows linearly.
 Figures, not assertions. The calendar is left empty, so each launch reports its calendar
@@ -22,6 +24,7 @@ entries as out of date, as a launch whose calendar writes failed would.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -71,8 +74,8 @@ def seed(db_path: Path, url: str, count: int, today: date, rng: random.Random) -
     number of issues written."""
     from tminus.domain.issues import compose_description, fill_refs
     from tminus.domain.planner import plan_launch
-    from tminus.domain.playbook import load_playbook
-    from tminus.domain.request import LaunchRequest, load_launch_file
+    from tminus.domain.request import LaunchRequest
+    from tminus.integrations.files import load_launch_file, load_playbook
     from tminus_sandbox.gitlab import BOT_USERNAME, GitLabStore
 
     playbook = load_playbook()
@@ -148,6 +151,13 @@ def seed(db_path: Path, url: str, count: int, today: date, rng: random.Random) -
 # --- the audit, in a process of its own ----------------------------------------------------------
 
 
+def memory_kb() -> dict[str, int]:
+    """This process's resident memory now (``VmRSS``) and at its peak (``VmHWM``), in KB."""
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f if line.startswith("Vm"))
+    return {name: int(value.split()[0]) for name, value in fields.items()}
+
+
 def child() -> None:
     """Run the audit flow once; print its figures as one JSON line."""
     import logging
@@ -155,18 +165,21 @@ def child() -> None:
     from tminus.flows.audit import audit
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
+    before = memory_kb()["VmRSS"]
+    with open("/proc/self/clear_refs", "w") as f:  # VmHWM starts again from VmRSS
+        f.write("5")
     started = time.perf_counter()
     rows = audit()
     wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = memory_kb()["VmHWM"]
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     print(
         json.dumps(
             {
                 "wall": wall,
-                "maxrss_before_kb": before,
-                "maxrss_after_kb": after,
+                "rss_before_kb": before,
+                "rss_peak_kb": peak,
                 "cpu_s": cpu.ru_utime + cpu.ru_stime,
                 "rows": len(rows),
                 "statuses": Counter(str(r.get("status")) for r in rows),
@@ -233,8 +246,8 @@ def main() -> None:
                 }
                 print(
                     f"\n{'launches':>8} {'issues':>7} {'wall s':>7} {'ms/launch':>9} "
-                    f"{'maxrss MB (before -> end)':>26} {'requests':>8} {'req/launch':>10} "
-                    f"{'stand-in s':>10}  requests by system and method"
+                    f"{'RSS MB (before -> peak)':>24} {'growth MB':>9} {'requests':>8} "
+                    f"{'req/launch':>10} {'stand-in s':>10}  requests by system and method"
                 )
                 rng = random.Random(args.seed)
                 for count in args.launches:
@@ -259,8 +272,10 @@ def main() -> None:
                     print(
                         f"{count:>8} {issues:>7} {figures['wall']:>7.1f} "
                         f"{figures['wall'] / count * 1000:>9.0f} "
-                        f"{figures['maxrss_before_kb'] / mb:>12.0f} -> "
-                        f"{figures['maxrss_after_kb'] / mb:<11.0f} {len(log):>8} "
+                        f"{figures['rss_before_kb'] / mb:>11.0f} -> "
+                        f"{figures['rss_peak_kb'] / mb:<9.0f} "
+                        f"{(figures['rss_peak_kb'] - figures['rss_before_kb']) / mb:>+9.1f} "
+                        f"{len(log):>8} "
                         f"{len(log) / count:>10.1f} {served_s:>10.1f}  "
                         + ", ".join(f"{k} {n}" for k, n in sorted(by.items()))
                     )

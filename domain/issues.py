@@ -10,6 +10,7 @@ never touches the rest.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
@@ -87,7 +88,17 @@ class IssueTracker(Protocol):
 
     def list_issues(
         self, project: str, labels: list[str], state: str = "opened"
-    ) -> list[IssueState]: ...
+    ) -> list[IssueState]:
+        """Issues with all of ``labels`` in ``state`` ("opened", "closed" or "all"), oldest
+        first."""
+        ...
+
+    def iter_issues(
+        self, project: str, labels: list[str], state: str = "opened"
+    ) -> Iterator[IssueState]:
+        """The issues of ``list_issues``, in the same order, read a page at a time as they are
+        consumed: a caller that keeps none of them holds at most one page."""
+        ...
 
     def project_labels(self, project: str) -> set[str]:
         """The names of the project's labels."""

@@ -185,23 +185,24 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
         except TminusError as exc:
             rows.append({"launch": "?", "status": "failed", "detail": str(exc)})
 
-    for project in projects or audit_projects(settings):
-        # Taken from the list as they are audited, so a launch's description is not kept.
-        open_launches = deque(tracker.list_issues(project, [TRACKING_LABEL], state="opened"))
-        while open_launches:
-            tracking = open_launches.popleft()
-            if CANCELLED_LABEL in tracking.labels:
-                continue  # cancelled launches are not nagged about
-            if len(running) >= IN_FLIGHT:
-                collect(running.popleft())
-            running.append(
-                audit_one.submit(
-                    tracker, pages, settings, playbook, project, tracking, today.isoformat()
+    try:
+        for project in projects or audit_projects(settings):
+            # Read a page at a time as they are audited: the flow holds the IN_FLIGHT launches
+            # being audited and one page of tracking issues, not every open launch.
+            for tracking in tracker.iter_issues(project, [TRACKING_LABEL], state="opened"):
+                if CANCELLED_LABEL in tracking.labels:
+                    continue  # cancelled launches are not nagged about
+                if len(running) >= IN_FLIGHT:
+                    collect(running.popleft())
+                running.append(
+                    audit_one.submit(
+                        tracker, pages, settings, playbook, project, tracking, today.isoformat()
+                    )
                 )
-            )
-    while running:
-        collect(running.popleft())
-    tracker.close()
+        while running:
+            collect(running.popleft())
+    finally:
+        tracker.close()  # its kept-alive connections
     create_table_artifact(
         key="launch-audit",
         table=rows or [{"launch": "none", "status": "no open launches"}],

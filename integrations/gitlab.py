@@ -14,6 +14,7 @@ is looked up in GitLab (by the issue's key, by the note's text). Errors leave th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,7 @@ SYSTEM = "GitLab"
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection; the read timeout is a setting
 # The Prefect global concurrency limit all workers share (TMINUS_GITLAB_GLOBAL_LIMIT).
 GLOBAL_LIMIT_NAME = "tminus-gitlab-api"
+PAGE_SIZE = 100  # issues per page of a list (GitLab's largest)
 T = TypeVar("T")
 
 _HINTS = {
@@ -275,16 +277,54 @@ class GitLabTracker:
     def list_issues(
         self, project: str, labels: list[str], state: str = "opened"
     ) -> list[IssueState]:
-        """Issues with all of ``labels`` (e.g. every open tracking issue)."""
-        proj = self._project(project)
-        issues = self._call(
-            f"issues of {project}",
-            lambda: list(proj.issues.list(labels=labels, state=state, iterator=True, per_page=100)),
-        )
-        return [
-            _state(i.attributes, split_description(str(i.attributes.get("description") or ""))[1])
-            for i in issues
-        ]
+        """Issues with all of ``labels``, oldest first: every page of ``iter_issues``."""
+        return list(self.iter_issues(project, labels, state))
+
+    def iter_issues(
+        self, project: str, labels: list[str], state: str = "opened"
+    ) -> Iterator[IssueState]:
+        """Issues with all of ``labels`` (e.g. every open tracking issue), oldest first, one
+        page of GitLab's list (``PAGE_SIZE`` issues) fetched at a time as the caller consumes
+        them, so only that page is held. Each page is one call under the retry policy (a
+        failed page is fetched again, not the pages before it); the next page is the one
+        GitLab's ``X-Next-Page`` names.
+
+        Pages are offsets into a list that may change while it is read: in creation order an
+        issue created meanwhile comes last, but one that leaves the list (closed, unlabelled)
+        moves the rest up, so the issue after it may be missed until the next read. One that
+        joins the list ahead of the page being read (reopened) moves the rest down, so issues
+        already yielded come again: those of the page before are skipped (a shift of more
+        than a page while one page is consumed could still repeat one)."""
+        path = self._project(project).issues.path
+        query = {
+            "labels": ",".join(labels),
+            "state": state,
+            "order_by": "created_at",
+            "sort": "asc",
+            "per_page": PAGE_SIZE,
+        }
+        resource = f"issues of {project}"
+
+        def fetch(page: int) -> tuple[list[dict[str, Any]], int | None]:
+            # get_next=False: this object never fetches a page by itself, outside the policy.
+            listed = gitlab.GitlabList(self._gl, path, {**query, "page": page}, get_next=False)
+            return list(listed), listed.next_page
+
+        page: int | None = 1
+        seen: set[int] = set()  # the iids of the page before
+        while page is not None:
+            items, next_page = self._call(resource, functools.partial(fetch, page))
+            if next_page is not None and next_page <= page:  # a server that loops
+                raise PermanentError(
+                    SYSTEM, f"page {page} names page {next_page} next", resource=resource
+                )
+            page = next_page
+            iids = {int(attrs["iid"]) for attrs in items}
+            for attrs in items:
+                if int(attrs["iid"]) not in seen:
+                    description = str(attrs.get("description") or "")
+                    yield _state(attrs, split_description(description)[1])
+            seen = iids
 
     def project_labels(self, project: str) -> set[str]:
         proj = self._project(project)

@@ -10,6 +10,7 @@ it and against the GitLab adapter talking to the stand-in, so the two cannot dri
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from tminus.domain.issues import IssueState, IssueWrite, split_description
@@ -74,13 +75,24 @@ class MemoryTracker:
     def list_issues(
         self, project: str, labels: list[str], state: str = "opened"
     ) -> list[IssueState]:
-        with self._lock:
-            issues = sorted(self._project(project).issues.values(), key=lambda s: s.iid)
-        return [
-            s
-            for s in issues
-            if all(label in s.labels for label in labels) and state in ("all", s.state)
-        ]
+        return list(self.iter_issues(project, labels, state))
+
+    def iter_issues(
+        self, project: str, labels: list[str], state: str = "opened"
+    ) -> Iterator[IssueState]:
+        """Oldest (lowest iid) first, each issue as it is when reached; an issue created
+        meanwhile comes last, as in GitLab's list in creation order."""
+        after = 0
+        while True:
+            with self._lock:
+                issues = self._project(project).issues
+                iid = min((i for i in issues if i > after), default=None)
+                issue = None if iid is None else issues[iid]
+            if issue is None:
+                return
+            after = issue.iid
+            if all(label in issue.labels for label in labels) and state in ("all", issue.state):
+                yield issue
 
     def project_labels(self, project: str) -> set[str]:
         with self._lock:

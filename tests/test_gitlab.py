@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import gitlab
 import pytest
@@ -82,6 +83,42 @@ def test_pagination_follows_link_headers(sandbox: SandboxClient, settings: Setti
     resp = sandbox.http.get("/api/v4/projects/1/issues?per_page=50&page=2")
     assert resp.headers["X-Total"] == "130" and resp.headers["X-Total-Pages"] == "3"
     assert resp.headers["X-Next-Page"] == "3" and 'rel="next"' in resp.headers["Link"]
+
+
+def test_issues_are_read_a_page_at_a_time_each_page_under_the_retry_policy(
+    sandbox: SandboxClient,
+) -> None:
+    """``iter_issues`` fetches a page only when the one before is consumed; a page that fails
+    is fetched again by the retry policy, not by python-gitlab, and the pages before it are
+    not."""
+    waits: list[float] = []
+
+    def heal(seconds: float) -> None:  # the retry policy's wait: GitLab recovers meanwhile
+        waits.append(seconds)
+        sandbox.faults()
+
+    tracker = GitLabTracker(gitlab_client(sandbox.url, "t"), retry=RetryPolicy(sleep=heal))
+    for i in range(130):
+        tracker.create_issue(PROJECT, write(f"big/activity/a{i:03d}"), ("launch::big",))
+    tracker.create_issue(PROJECT, write("other/activity/a"), ("launch::other",))
+    sandbox.clear_log()
+
+    def pages() -> list[tuple[str, int]]:
+        listed = [r for r in sandbox.requests() if r["path"].endswith("/issues")]
+        return [(dict(parse_qsl(r["query"]))["page"], r["status"]) for r in listed]
+
+    issues = tracker.iter_issues(PROJECT, ["launch::big"])
+    first = [next(issues) for _ in range(100)]
+    assert pages() == [("1", 200)]  # the first page only, while it is being consumed
+    sandbox.faults(error_rate=1.0, methods=["GET"])
+    rest = list(issues)
+    assert pages() == [("1", 200), ("2", 502), ("2", 200)]
+    assert len(waits) == 1
+    keys = [s.key for s in first + rest]
+    assert keys == [f"big/activity/a{i:03d}" for i in range(130)]
+    query = dict(parse_qsl(sandbox.requests()[0]["query"]))
+    assert query["per_page"] == "100" and query["labels"] == "launch::big"
+    tracker.close()
 
 
 def test_labels_are_created_once(sandbox: SandboxClient, settings: Settings) -> None:

@@ -162,3 +162,52 @@ def test_audit_of_more_launches_than_in_flight_reads_the_features_pages_once(
     assert sorted(r["launch"] for r in rows) == sorted([l2.slug, other.slug])
     reads = Counter(r["path"] for r in sandbox.requests() if r["path"].startswith("/features"))
     assert reads == {"/features": 1, "/features/compare": 1}
+
+
+def test_audit_reads_the_open_launches_as_it_audits_them(
+    sandbox: SandboxClient,
+    settings: Settings,
+    l3: LaunchRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tracking issues are read a page at a time as launches are audited, not all before:
+    the flow holds IN_FLIGHT launches, not every open launch."""
+    import tminus.flows.audit as audit_flow
+    from tminus.domain.audit import AUDIT_NOTE_MARKER
+    from tminus.integrations.gitlab import GitLabTracker, build_tracker
+
+    monkeypatch.setattr(audit_flow, "IN_FLIGHT", 1)
+    monkeypatch.setattr("tminus.integrations.gitlab.PAGE_SIZE", 2)  # 2 pages for 3 launches
+    requests = [
+        l3.model_copy(update={"slug": f"{l3.slug}-{n}", "title": f"{l3.title} {n}"})
+        for n in range(3)
+    ]
+    for request in requests:
+        launch(request=soon(request, sandbox, days=30))
+
+    audited: list[str] = []
+    done_at_read: list[int] = []  # launches audited when each tracking issue was read
+
+    class Watched(GitLabTracker):
+        def iter_issues(self, project: str, labels: list[str], state: str = "opened") -> Any:
+            for issue in super().iter_issues(project, labels, state):
+                done_at_read.append(len(audited))
+                yield issue
+
+        def add_note(self, project: str, iid: int, body: str) -> int:
+            if AUDIT_NOTE_MARKER in body:
+                audited.append(body)
+            return super().add_note(project, iid, body)
+
+    def watched(settings: Settings) -> GitLabTracker:
+        tracker = build_tracker(settings)
+        tracker.__class__ = Watched
+        return tracker
+
+    monkeypatch.setattr(audit_flow, "build_tracker", watched)
+    rows = audit(projects=[PROJECT])
+    assert sorted(r["launch"] for r in rows) == sorted(r.slug for r in requests)
+    assert len(audited) == 3
+    # The k-th launch is read only after all but IN_FLIGHT of the ones before were audited.
+    assert len(done_at_read) == 3
+    assert all(done >= k - 1 - 1 for k, done in enumerate(done_at_read, 1)), done_at_read

@@ -144,3 +144,67 @@ def test_applied_plan_observes_back_as_no_changes(
             assignee_id=ids.get(spec.assignee or ""),
         )
         assert again.planned().outcome is Outcome.unchanged, again
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
+    """GitLab's list in pages of 2 issues, so a few issues make several pages."""
+    monkeypatch.setattr("tminus.integrations.gitlab.PAGE_SIZE", 2)
+    return 2
+
+
+def test_iter_issues_reads_every_page_oldest_first_with_the_filters(
+    tracker: IssueTracker, small_pages: int
+) -> None:
+    labels = [("t", "x"), ("t",), ("x",), ("t", "x"), ("t", "x"), ("t",), ("t", "x"), ("t",)]
+    iids = [
+        tracker.create_issue(PROJECT, write(f"p/activity/{n}"), ls).iid
+        for n, ls in enumerate(labels)
+    ]
+    closed = {iids[1], iids[4]}
+    for iid in closed:
+        tracker.update_issue(PROJECT, iid, IssueWrite(state_event="close"))
+    with_t = [iid for iid, ls in zip(iids, labels, strict=True) if "t" in ls]
+    with_both = [iid for iid, ls in zip(iids, labels, strict=True) if {"t", "x"} <= set(ls)]
+
+    def listed(labels: list[str], state: str) -> list[int]:
+        found = [s.iid for s in tracker.iter_issues(PROJECT, labels, state)]
+        assert found == [s.iid for s in tracker.list_issues(PROJECT, labels, state)]
+        return found
+
+    assert len(with_t) > 3 * small_pages
+    assert listed(["t"], "all") == with_t
+    assert listed(["t"], "opened") == [i for i in with_t if i not in closed]
+    assert listed(["t"], "closed") == [i for i in with_t if i in closed]
+    assert listed(["t", "x"], "opened") == [i for i in with_both if i not in closed]
+    assert listed(["nothing"], "all") == []
+    (first, *_) = tracker.iter_issues(PROJECT, ["x"], "all")
+    assert (first.iid, first.key, first.labels) == (iids[0], "p/activity/0", ("t", "x"))
+
+
+def test_iter_issues_reads_as_it_is_consumed(tracker: IssueTracker, small_pages: int) -> None:
+    """An issue created while the list is read comes last: nothing was read ahead of time."""
+    iids = [tracker.create_issue(PROJECT, write(f"p/activity/{n}"), ("t",)).iid for n in "abc"]
+    issues = tracker.iter_issues(PROJECT, ["t"])
+    assert next(issues).iid == iids[0]
+    late = tracker.create_issue(PROJECT, write("p/activity/late"), ("t",)).iid
+    assert [s.iid for s in issues] == [*iids[1:], late]
+
+
+def test_iter_issues_yields_an_issue_once_when_the_list_moves(
+    tracker: IssueTracker, small_pages: int
+) -> None:
+    """An older issue that joins the list mid-read shifts the pages after it: the issue shifted
+    onto the next page is not yielded again."""
+    iids = [tracker.create_issue(PROJECT, write(f"p/activity/{n}"), ("t",)).iid for n in "abcde"]
+    tracker.update_issue(PROJECT, iids[0], IssueWrite(state_event="close"))
+    issues = tracker.iter_issues(PROJECT, ["t"])
+    assert [next(issues).iid, next(issues).iid] == iids[1:3]
+    tracker.update_issue(PROJECT, iids[0], IssueWrite(state_event="reopen"))
+    assert [s.iid for s in issues] == iids[3:]
+
+
+def test_iter_issues_of_an_unknown_project_is_refused(tracker: IssueTracker) -> None:
+    with pytest.raises(PermanentError) as info:
+        next(tracker.iter_issues("999999", ["t"]))
+    assert info.value.status == 404
