@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` (deployment runs validate parameters a
 flow's signature).
 """
 
+import json
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -61,19 +62,21 @@ def audit_one(
     project: str,
     tracking: IssueState,
     today_iso: str,
-) -> dict[str, Any]:
+) -> str:
     """Audit one launch; update its audit note and status label; remind owners of overdue work
-    (at most once a day per issue). Returns a row of the audit table."""
+    (at most once a day per issue). Returns a row of the audit table, as JSON."""
     from datetime import date
 
     today = date.fromisoformat(today_iso)
     request = request_from_description(tracking.description)
     if request is None:
-        return {
-            "launch": tracking.web_url,
-            "status": "unknown",
-            "detail": "tracking issue has no launch record (created by another tool?)",
-        }
+        return json.dumps(
+            {
+                "launch": tracking.web_url,
+                "status": "unknown",
+                "detail": "tracking issue has no launch record (created by another tool?)",
+            }
+        )
     plan = plan_launch(request, playbook, today)
     issues = [
         i
@@ -139,7 +142,10 @@ def audit_one(
         if tracker.find_note(project, item.issue.iid, reminder_marker(today)) is None:
             tracker.add_note(project, item.issue.iid, reminder_note(item, request.owner, today))
             reminded += 1
-    return {
+    # One string, not a dict: Prefect links every component of a task's result to a copy of
+    # its state for the rest of the flow run, and a dict of eleven values made the audit's
+    # memory grow with every launch audited.
+    row = {
         "launch": request.slug,
         "title": request.title,
         "launch_date": str(request.launch_date),
@@ -152,6 +158,7 @@ def audit_one(
         "calendar_drift": audit.calendar_drift,
         "tracking_issue": tracking.web_url,
     }
+    return json.dumps(row)
 
 
 def audit_projects(settings: Settings) -> list[str]:
@@ -177,11 +184,11 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
         build_page_reader(settings), (settings.features_page, settings.features_compare_page)
     )
     rows: list[dict[str, Any]] = []
-    running: deque[PrefectFuture[dict[str, Any]]] = deque()
+    running: deque[PrefectFuture[str]] = deque()
 
-    def collect(future: PrefectFuture[dict[str, Any]]) -> None:
+    def collect(future: PrefectFuture[str]) -> None:
         try:
-            rows.append(future.result())
+            rows.append(json.loads(future.result()))
         except TminusError as exc:
             rows.append({"launch": "?", "status": "failed", "detail": str(exc)})
 
