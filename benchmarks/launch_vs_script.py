@@ -3,11 +3,14 @@
 Every stand-in request is delayed by the same latency.
 
     PYTHONPATH=.:sandbox .venv/bin/python benchmarks/launch_vs_script.py \
-        [--latency-ms 50] [--features 5 20] [--runs 3]
+        [--latency-ms 50] [--features 5 20] [--runs 3] [--prefect-db sqlite|postgres]
 
-Starts the stand-ins in-process and a temporary Prefect server (as benchmarks/launch.py does)
-and, for the L1 example grown to each number of priority features (the extra features are
-copies of the example's with their own names and docs URLs), prints:
+Starts the stand-ins in-process and a temporary Prefect server (as benchmarks/launch.py does:
+Prefect's test server, on a temporary SQLite file; with ``--prefect-db postgres`` the same
+server on a throwaway PostgreSQL cluster on 127.0.0.1, started as tests/postgres.py starts it
+for the end-to-end test, so only the database differs) and, for the L1 example grown to each
+number of priority features (the extra features are copies of the example's with their own
+names and docs URLs), prints:
 
 - speed at ``--latency-ms`` per request (GitLab, Calendar, Slack, pages alike): the wall time
   of tminus's launch flow (first run on empty stand-ins, median of ``--runs``; the playbook
@@ -32,10 +35,12 @@ import math
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -45,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import free_port, machine  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -270,6 +275,57 @@ def task_runs_of(flow_run_id: Any) -> int:
     return last
 
 
+# --- the Prefect server -------------------------------------------------------------------
+
+
+@contextmanager
+def prefect_server(db: str) -> Iterator[str]:
+    """A temporary Prefect server for this process on 127.0.0.1 with its database ``db``
+    (sqlite or postgres); yields a description of it. Both are Prefect's own test server
+    (prefect_test_harness: uvicorn with the in-process services); only the database
+    differs."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    if db == "sqlite":
+        with prefect_test_harness(server_startup_timeout=60):
+            yield "Prefect's test server on a temporary SQLite file"
+        return
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+
+    from tests.postgres import postgres_bin, postgres_cluster
+
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        raise SystemExit(
+            "--prefect-db postgres needs PostgreSQL's initdb, pg_ctl and createdb (Debian: "
+            "apt-get install postgresql)"
+        )
+    version = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    with (
+        postgres_cluster(bin_dir) as url,
+        temporary_settings({PREFECT_SERVER_DATABASE_CONNECTION_URL: url}),
+    ):
+        # What prefect_test_harness does, with this database instead of its SQLite file.
+        server = SubprocessASGIServer(port=free_port())
+        server.start(timeout=60)
+        try:
+            with temporary_settings({PREFECT_API_URL: server.api_url}):
+                yield (
+                    f"Prefect's test server on a throwaway PostgreSQL cluster ({version}; "
+                    "fsync and synchronous_commit off)"
+                )
+        finally:
+            server.stop()
+
+
 # --- the benchmark ------------------------------------------------------------------------
 
 
@@ -283,12 +339,18 @@ def main() -> None:
         "--features", type=int, nargs="+", default=[5, 20], help="priority features (1-20)"
     )
     parser.add_argument("--runs", type=int, default=3, help="timed runs per measurement")
+    parser.add_argument(
+        "--prefect-db",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the Prefect server's database: a temporary SQLite file, or a throwaway "
+        "PostgreSQL cluster on 127.0.0.1 (needs PostgreSQL's server programs)",
+    )
     args = parser.parse_args()
 
     import httpx
     import yaml
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
     from sequential_launch import run_script
 
     from tminus.domain.planner import plan_launch
@@ -301,9 +363,10 @@ def main() -> None:
     sandbox = create_sandbox(None)
     with (
         ThreadedServer(sandbox.app) as server,
-        prefect_test_harness(server_startup_timeout=60),
+        prefect_server(args.prefect_db) as server_kind,
         temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
     ):
+        print(f"Prefect server: {server_kind}")
         url = server.url
         features_url, compare_url = f"{url}/features", f"{url}/features/compare"
         os.environ.update(
