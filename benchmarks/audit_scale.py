@@ -71,8 +71,8 @@ def seed(db_path: Path, url: str, count: int, today: date, rng: random.Random) -
     number of issues written."""
     from tminus.domain.issues import compose_description, fill_refs
     from tminus.domain.planner import plan_launch
-    from tminus.domain.playbook import load_playbook
-    from tminus.domain.request import LaunchRequest, load_launch_file
+    from tminus.domain.request import LaunchRequest
+    from tminus.integrations.files import load_launch_file, load_playbook
     from tminus_sandbox.gitlab import BOT_USERNAME, GitLabStore
 
     playbook = load_playbook()

@@ -354,8 +354,8 @@ def main() -> None:
     from sequential_launch import run_script
 
     from tminus.domain.planner import plan_launch
-    from tminus.domain.playbook import default_playbook_path, load_playbook
     from tminus.flows.launch import launch
+    from tminus.integrations.files import default_playbook_path, load_playbook
     from tminus.settings import load_settings
     from tminus_sandbox.app import ThreadedServer, create_sandbox
 

@@ -165,8 +165,7 @@ def main() -> None:
     from datetime import date
 
     from tminus.domain.planner import plan_launch
-    from tminus.domain.playbook import load_playbook
-    from tminus.domain.request import load_launch_file
+    from tminus.integrations.files import load_launch_file, load_playbook
 
     plan = plan_launch(load_launch_file(Path(args.file)), load_playbook(), date.today())
     print(
