@@ -6,9 +6,9 @@ Every stand-in request is delayed by the same latency.
         [--latency-ms 50] [--features 5 20] [--runs 3] [--prefect-db sqlite|postgres]
 
 Starts the stand-ins in-process and a temporary Prefect server (as benchmarks/launch.py does:
-Prefect's test server, on a temporary SQLite file; with ``--prefect-db postgres`` the same
-server on a throwaway PostgreSQL cluster on 127.0.0.1, started as tests/postgres.py starts it
-for the end-to-end test, so only the database differs) and, for the L1 example grown to each
+Prefect's test server, on a temporary SQLite file; with ``--prefect-db postgres``,
+``prefect server start`` on a throwaway PostgreSQL cluster on 127.0.0.1, both started as
+tests/postgres.py starts them for the end-to-end test) and, for the L1 example grown to each
 number of priority features (the extra features are copies of the example's with their own
 names and docs URLs), prints:
 
@@ -37,6 +37,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -50,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchmarks.common import free_port, machine  # noqa: E402
+from benchmarks.common import machine  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -280,10 +281,15 @@ def task_runs_of(flow_run_id: Any) -> int:
 
 @contextmanager
 def prefect_server(db: str) -> Iterator[str]:
-    """A temporary Prefect server for this process on 127.0.0.1 with its database ``db``
-    (sqlite or postgres); yields a description of it. Both are Prefect's own test server
-    (prefect_test_harness: uvicorn with the in-process services); only the database
-    differs."""
+    """A temporary Prefect server on 127.0.0.1 for this process; yields a description of it.
+    ``sqlite``: Prefect's test server (prefect_test_harness) on a temporary SQLite file.
+    ``postgres``: ``prefect server start`` on a throwaway PostgreSQL cluster, both started as
+    the end-to-end test starts them (tests/postgres.py): the production layout's server.
+
+    Like prefect_test_harness, the API URL is made process-global, not only context-local:
+    the launch lock's beat thread starts with an empty context, and would otherwise reach a
+    Prefect ephemeral server of its own, which knows nothing of the lock's lease (410: the
+    launch then stops with LockLost)."""
     from prefect.testing.utilities import prefect_test_harness
 
     if db == "sqlite":
@@ -291,14 +297,11 @@ def prefect_server(db: str) -> Iterator[str]:
             yield "Prefect's test server on a temporary SQLite file"
         return
 
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_SERVER_DATABASE_CONNECTION_URL,
-        temporary_settings,
-    )
+    from prefect.context import _temporary_global_settings_context, get_settings_context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tests.postgres import postgres_bin, postgres_cluster
+    from tests.postgres import prefect_server as prefect_server_on
 
     bin_dir = postgres_bin()
     if bin_dir is None:
@@ -309,21 +312,19 @@ def prefect_server(db: str) -> Iterator[str]:
     version = subprocess.run(
         [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    with (
-        postgres_cluster(bin_dir) as url,
-        temporary_settings({PREFECT_SERVER_DATABASE_CONNECTION_URL: url}),
-    ):
-        # What prefect_test_harness does, with this database instead of its SQLite file.
-        server = SubprocessASGIServer(port=free_port())
-        server.start(timeout=60)
-        try:
-            with temporary_settings({PREFECT_API_URL: server.api_url}):
-                yield (
-                    f"Prefect's test server on a throwaway PostgreSQL cluster ({version}; "
-                    "fsync and synchronous_commit off)"
-                )
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory(prefix="tminus-bench-prefect-") as home:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TMINUS_"))}
+        env.update(PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        with (
+            postgres_cluster(bin_dir) as url,
+            prefect_server_on(url, env, Path(home) / "server.log") as api,
+            temporary_settings({PREFECT_API_URL: api}),
+            _temporary_global_settings_context(get_settings_context()),
+        ):
+            yield (
+                f"`prefect server start` on a throwaway PostgreSQL cluster ({version}; fsync "
+                "and synchronous_commit off)"
+            )
 
 
 # --- the benchmark ------------------------------------------------------------------------
@@ -510,7 +511,11 @@ def main() -> None:
             served = [r["ms"] / 1000 for r in logs["first"]]
             per_request = statistics.median(served) if served else delay
             print(f"at {args.latency_ms} ms per request (medians; range {spread}):")
-            print(f"  tminus, first run          {f['first']:6.2f} s")
+            print(
+                f"  tminus, first run          {f['first']:6.2f} s   (each run: "
+                + ", ".join(f"{t:.2f}" for t in logs["first_times"])
+                + ")"
+            )
             print(f"  tminus, unchanged re-run   {f['rerun']:6.2f} s")
             print(
                 f"  (a) sequential script      {f['script']:6.2f} s   tminus is "
