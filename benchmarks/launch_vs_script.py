@@ -3,11 +3,14 @@
 Every stand-in request is delayed by the same latency.
 
     PYTHONPATH=.:sandbox .venv/bin/python benchmarks/launch_vs_script.py \
-        [--latency-ms 50] [--features 5 20] [--runs 3]
+        [--latency-ms 50] [--features 5 20] [--runs 3] [--prefect-db sqlite|postgres]
 
-Starts the stand-ins in-process and a temporary Prefect server (as benchmarks/launch.py does)
-and, for the L1 example grown to each number of priority features (the extra features are
-copies of the example's with their own names and docs URLs), prints:
+Starts the stand-ins in-process and a temporary Prefect server (as benchmarks/launch.py does:
+Prefect's test server, on a temporary SQLite file; with ``--prefect-db postgres``,
+``prefect server start`` on a throwaway PostgreSQL cluster on 127.0.0.1, both started as
+tests/postgres.py starts them for the end-to-end test) and, for the L1 example grown to each
+number of priority features (the extra features are copies of the example's with their own
+names and docs URLs), prints:
 
 - speed at ``--latency-ms`` per request (GitLab, Calendar, Slack, pages alike): the wall time
   of tminus's launch flow (first run on empty stand-ins, median of ``--runs``; the playbook
@@ -32,10 +35,13 @@ import math
 import os
 import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -270,6 +276,57 @@ def task_runs_of(flow_run_id: Any) -> int:
     return last
 
 
+# --- the Prefect server -------------------------------------------------------------------
+
+
+@contextmanager
+def prefect_server(db: str) -> Iterator[str]:
+    """A temporary Prefect server on 127.0.0.1 for this process; yields a description of it.
+    ``sqlite``: Prefect's test server (prefect_test_harness) on a temporary SQLite file.
+    ``postgres``: ``prefect server start`` on a throwaway PostgreSQL cluster, both started as
+    the end-to-end test starts them (tests/postgres.py): the production layout's server.
+
+    Like prefect_test_harness, the API URL is made process-global, not only context-local:
+    the launch lock's beat thread starts with an empty context, and would otherwise reach a
+    Prefect ephemeral server of its own, which knows nothing of the lock's lease (410: the
+    launch then stops with LockLost)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    if db == "sqlite":
+        with prefect_test_harness(server_startup_timeout=60):
+            yield "Prefect's test server on a temporary SQLite file"
+        return
+
+    from prefect.context import _temporary_global_settings_context, get_settings_context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.postgres import postgres_bin, postgres_cluster
+    from tests.postgres import prefect_server as prefect_server_on
+
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        raise SystemExit(
+            "--prefect-db postgres needs PostgreSQL's initdb, pg_ctl and createdb (Debian: "
+            "apt-get install postgresql)"
+        )
+    version = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="tminus-bench-prefect-") as home:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TMINUS_"))}
+        env.update(PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        with (
+            postgres_cluster(bin_dir) as url,
+            prefect_server_on(url, env, Path(home) / "server.log") as api,
+            temporary_settings({PREFECT_API_URL: api}),
+            _temporary_global_settings_context(get_settings_context()),
+        ):
+            yield (
+                f"`prefect server start` on a throwaway PostgreSQL cluster ({version}; fsync "
+                "and synchronous_commit off)"
+            )
+
+
 # --- the benchmark ------------------------------------------------------------------------
 
 
@@ -283,12 +340,18 @@ def main() -> None:
         "--features", type=int, nargs="+", default=[5, 20], help="priority features (1-20)"
     )
     parser.add_argument("--runs", type=int, default=3, help="timed runs per measurement")
+    parser.add_argument(
+        "--prefect-db",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the Prefect server's database: a temporary SQLite file, or a throwaway "
+        "PostgreSQL cluster on 127.0.0.1 (needs PostgreSQL's server programs)",
+    )
     args = parser.parse_args()
 
     import httpx
     import yaml
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
     from sequential_launch import run_script
 
     from tminus.domain.planner import plan_launch
@@ -301,9 +364,10 @@ def main() -> None:
     sandbox = create_sandbox(None)
     with (
         ThreadedServer(sandbox.app) as server,
-        prefect_test_harness(server_startup_timeout=60),
+        prefect_server(args.prefect_db) as server_kind,
         temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
     ):
+        print(f"Prefect server: {server_kind}")
         url = server.url
         features_url, compare_url = f"{url}/features", f"{url}/features/compare"
         os.environ.update(
@@ -447,7 +511,11 @@ def main() -> None:
             served = [r["ms"] / 1000 for r in logs["first"]]
             per_request = statistics.median(served) if served else delay
             print(f"at {args.latency_ms} ms per request (medians; range {spread}):")
-            print(f"  tminus, first run          {f['first']:6.2f} s")
+            print(
+                f"  tminus, first run          {f['first']:6.2f} s   (each run: "
+                + ", ".join(f"{t:.2f}" for t in logs["first_times"])
+                + ")"
+            )
             print(f"  tminus, unchanged re-run   {f['rerun']:6.2f} s")
             print(
                 f"  (a) sequential script      {f['script']:6.2f} s   tminus is "

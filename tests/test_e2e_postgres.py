@@ -17,14 +17,11 @@ a failure. As root, the cluster runs as the `postgres` user (PostgreSQL refuses 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import pwd
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,31 +35,23 @@ from tminus.integrations.gitlab import GLOBAL_LIMIT_NAME
 from tminus_sandbox.app import free_port
 
 from .conftest import ROOT, SandboxClient, sandbox_env
+from .postgres import PREFECT, postgres_cluster, prefect_server, start, stop
+from .postgres import postgres_bin as find_postgres_bin
 from .test_e2e_serve import TOKEN, _up, delivery, wait_for
 from .test_launch_everything import retarget
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 WORKERS = ("worker-a", "worker-b")
-PREFECT = (sys.executable, "-m", "prefect")
 GLOBAL_LIMIT = 2
 
 
 def postgres_bin() -> Path:
     """The folder of PostgreSQL's server programs (initdb, pg_ctl); skip without them, but
     fail in CI, where .ci/run installs them."""
-    # On PATH (resolved: /usr/local/bin may link only some of them), then Debian's folders.
-    found = [
-        Path(p).resolve().parent for p in (shutil.which("initdb"), shutil.which("pg_ctl")) if p
-    ]
-    found += sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    for folder in found:
-        if all((folder / program).exists() for program in ("initdb", "pg_ctl", "createdb")):
-            return folder
+    folder = find_postgres_bin()
+    if folder is not None:
+        return folder
     if os.environ.get("CI"):
         raise AssertionError(
             "CI must install PostgreSQL (apt-get install postgresql, see .ci/run): no initdb "
@@ -73,81 +62,13 @@ def postgres_bin() -> Path:
 
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throwaway cluster on a free port of 127.0.0.1; yields the SQLAlchemy URL for
-    Prefect. As root it runs as `postgres`, from a folder that user owns (pytest's temporary
-    folders are root's own, mode 0700)."""
+    """A throwaway cluster on a free port of 127.0.0.1 (tests/postgres.py); yields the
+    SQLAlchemy URL for Prefect. As root it runs as `postgres`, from a folder that user owns
+    (pytest's temporary folders are root's own, mode 0700)."""
     bin_dir = postgres_bin()
-    as_root = os.geteuid() == 0
-    run_as: dict[str, Any] = {}
-    if as_root:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            raise AssertionError(
-                "running as root needs the `postgres` user (Debian's postgresql package "
-                "creates it): PostgreSQL refuses to run as root"
-            ) from None
-        base = Path(tempfile.mkdtemp(prefix="tminus-pg-"))
-        os.chown(base, owner.pw_uid, owner.pw_gid)
-        run_as = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
-    else:
-        base = tmp_path_factory.mktemp("postgres")
-    data, log = base / "data", base / "postgres.log"
-    port = free_port()
-
-    def run(*argv: str) -> None:
-        done = subprocess.run(
-            argv, cwd=base, capture_output=True, text=True, timeout=120, check=False, **run_as
-        )
-        assert done.returncode == 0, f"{argv[0]} failed:\n{done.stdout}\n{done.stderr}"
-
-    run(
-        str(bin_dir / "initdb"),
-        "-D",
-        str(data),
-        "-U",
-        "tminus",
-        "-A",
-        "trust",
-        "-E",
-        "UTF8",
-        "--locale=C",
-    )
-    options = (
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c max_connections=200 "
-        "-c fsync=off -c synchronous_commit=off"
-    )
-    pg_ctl = str(bin_dir / "pg_ctl")
-    run(pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
-    try:
-        run(
-            str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "tminus", "prefect"
-        )
-        yield f"postgresql+asyncpg://tminus@127.0.0.1:{port}/prefect"
-    finally:
-        run(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
-        if as_root:
-            shutil.rmtree(base, ignore_errors=True)
-
-
-def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    # The child keeps its own copy of the log file; this process closes its copy at once.
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    folder = None if os.geteuid() == 0 else tmp_path_factory.mktemp("postgres")
+    with postgres_cluster(bin_dir, folder) as url:
+        yield url
 
 
 def tail(path: Path, chars: int = 3000) -> str:
@@ -169,28 +90,20 @@ def layout(
     sandbox_server.sandbox.slack.rate_limit = None
     logs = tmp_path_factory.mktemp("logs")
     home = tmp_path_factory.mktemp("prefect-home")
-    prefect_port, hook_port = free_port(), free_port()
-    api = f"http://127.0.0.1:{prefect_port}/api"
+    hook_port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TMINUS_"))}
-    prefect_env = {
+    server_env = {
         **base,
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": api,
     }
-    procs = [
-        start(
-            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-            {
-                **prefect_env,
-                "PREFECT_API_DATABASE_CONNECTION_URL": postgres,
-                "PREFECT_UI_API_URL": api,
-            },
-            logs / "server.log",
-        )
-    ]
-    try:
-        wait_for(lambda: _up(api, "/health"), 120, "the Prefect server on PostgreSQL")
+    procs: list[subprocess.Popen[bytes]] = []
+    with (
+        prefect_server(postgres, server_env, logs / "server.log") as api,
+        contextlib.ExitStack() as cleanup,
+    ):
+        cleanup.callback(lambda: stop(procs[::-1]))
+        prefect_env = {**server_env, "PREFECT_API_URL": api}
 
         def cli(*argv: str, env: dict[str, str] = prefect_env) -> None:
             done = subprocess.run(
@@ -248,8 +161,6 @@ def layout(
         with temporary_settings({PREFECT_API_URL: api}):
             wait_for(lambda: len(online_workers()) == 2, 60, "both workers online")
             yield {"api": api, "hook": hook, "logs": logs, "url": postgres}
-    finally:
-        stop(procs[::-1])
 
 
 def stored_flow_runs(url: str) -> int:
