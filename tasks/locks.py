@@ -21,6 +21,7 @@ overlap another run's (``LaunchLock.check``), and stops if it does not.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -174,7 +175,12 @@ class LaunchLock:
         self.slug, self.lease, self.run_id = slug, lease, run_id
         self.lost: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lock-{slug}", daemon=True)
+        # In the caller's context: the same Prefect server (and settings) as the flow, even when
+        # they are set in context rather than in the environment (tests, embedding programs).
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._beat,), name=f"lock-{slug}", daemon=True
+        )
 
     def check(self) -> None:
         """Raise ``LockLost`` unless Prefect confirms, now, that this run holds the lock: its
