@@ -4,7 +4,6 @@ No ``from __future__ import annotations`` (deployment runs validate parameters a
 flow's signature).
 """
 
-import json
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -62,21 +61,19 @@ def audit_one(
     project: str,
     tracking: IssueState,
     today_iso: str,
-) -> str:
+) -> dict[str, Any]:
     """Audit one launch; update its audit note and status label; remind owners of overdue work
-    (at most once a day per issue). Returns a row of the audit table, as JSON."""
+    (at most once a day per issue). Returns a row of the audit table."""
     from datetime import date
 
     today = date.fromisoformat(today_iso)
     request = request_from_description(tracking.description)
     if request is None:
-        return json.dumps(
-            {
-                "launch": tracking.web_url,
-                "status": "unknown",
-                "detail": "tracking issue has no launch record (created by another tool?)",
-            }
-        )
+        return {
+            "launch": tracking.web_url,
+            "status": "unknown",
+            "detail": "tracking issue has no launch record (created by another tool?)",
+        }
     plan = plan_launch(request, playbook, today)
     issues = [
         i
@@ -142,10 +139,7 @@ def audit_one(
         if tracker.find_note(project, item.issue.iid, reminder_marker(today)) is None:
             tracker.add_note(project, item.issue.iid, reminder_note(item, request.owner, today))
             reminded += 1
-    # One string, not a dict: Prefect links every component of a task's result to a copy of
-    # its state for the rest of the flow run, and a dict of eleven values made the audit's
-    # memory grow with every launch audited.
-    row = {
+    return {
         "launch": request.slug,
         "title": request.title,
         "launch_date": str(request.launch_date),
@@ -158,7 +152,6 @@ def audit_one(
         "calendar_drift": audit.calendar_drift,
         "tracking_issue": tracking.web_url,
     }
-    return json.dumps(row)
 
 
 def audit_projects(settings: Settings) -> list[str]:
@@ -184,11 +177,11 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
         build_page_reader(settings), (settings.features_page, settings.features_compare_page)
     )
     rows: list[dict[str, Any]] = []
-    running: deque[PrefectFuture[str]] = deque()
+    running: deque[PrefectFuture[dict[str, Any]]] = deque()
 
-    def collect(future: PrefectFuture[str]) -> None:
+    def collect(future: PrefectFuture[dict[str, Any]]) -> None:
         try:
-            rows.append(json.loads(future.result()))
+            rows.append(future.result())
         except TminusError as exc:
             rows.append({"launch": "?", "status": "failed", "detail": str(exc)})
 
