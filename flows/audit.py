@@ -24,7 +24,7 @@ from tminus.domain.audit import (
     reminder_marker,
     reminder_note,
 )
-from tminus.domain.calendar import diff_calendar
+from tminus.domain.calendar import LaunchCalendar, diff_calendar
 from tminus.domain.issues import CANCELLED_LABEL, IssueState, IssueTracker, IssueWrite
 from tminus.domain.plan import key_marker_prefix, request_from_description
 from tminus.domain.planner import plan_launch
@@ -55,6 +55,7 @@ IN_FLIGHT = 2 * WORKERS
 )
 def audit_one(
     tracker: IssueTracker,
+    calendar: LaunchCalendar,
     pages: PageReader,
     settings: Settings,
     playbook: Playbook,
@@ -90,7 +91,6 @@ def audit_one(
             f"{r.title}: {r.detail}" for r in page_results if r.outcome is Outcome.failed
         ]
     calendar_drift = 0
-    calendar = build_calendar(settings)
     try:
         observed = calendar.observe(settings.calendar_id, request.slug)
         changes = diff_calendar(
@@ -99,8 +99,6 @@ def audit_one(
         calendar_drift = sum(1 for c in changes if c.planned().outcome is not Outcome.unchanged)
     except TminusError as exc:  # the calendar being down must not stop the audit
         get_run_logger().warning("Calendar check of %s failed: %s", request.slug, exc)
-    finally:
-        calendar.close()
 
     audit = audit_launch(
         request.slug,
@@ -172,6 +170,9 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
     playbook = load_playbook(settings.playbook)
     today = datetime.now(ZoneInfo(settings.timezone)).date()
     tracker = build_tracker(settings)
+    # One Calendar client for the whole audit (it serialises its calls): building one per launch
+    # parsed Google's discovery document each time.
+    calendar = build_calendar(settings)
     # Every launch checks the same /features page and compare view: read them once.
     pages = KnownPages.observe(
         build_page_reader(settings), (settings.features_page, settings.features_compare_page)
@@ -196,13 +197,21 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
                     collect(running.popleft())
                 running.append(
                     audit_one.submit(
-                        tracker, pages, settings, playbook, project, tracking, today.isoformat()
+                        tracker,
+                        calendar,
+                        pages,
+                        settings,
+                        playbook,
+                        project,
+                        tracking,
+                        today.isoformat(),
                     )
                 )
         while running:
             collect(running.popleft())
-    finally:
-        tracker.close()  # its kept-alive connections
+    finally:  # their kept-alive connections
+        tracker.close()
+        calendar.close()
     create_table_artifact(
         key="launch-audit",
         table=rows or [{"launch": "none", "status": "no open launches"}],
