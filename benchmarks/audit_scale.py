@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import free_port, machine  # noqa: E402
+from tests.conftest import sandbox_env as tests_sandbox_env  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -52,18 +53,8 @@ EMBEDDED = "http://127.0.0.1:4281"
 
 
 def sandbox_env(url: str) -> dict[str, str]:
-    return {
-        "TMINUS_GITLAB_URL": url,
-        "TMINUS_GITLAB_TOKEN": "bench",
-        "TMINUS_GCAL_ENDPOINT": f"{url}/calendar/v3/",
-        "TMINUS_SLACK_WEBHOOK_URL": f"{url}/slack/webhook/sales",
-        "TMINUS_FEATURES_URL": f"{url}/features",
-        "TMINUS_FEATURES_COMPARE_URL": f"{url}/features/compare",
-        "TMINUS_PAGES_ALLOWED_HOSTS": url.split("://", 1)[1],
-        "TMINUS_PAGES_ALLOW_PRIVATE": "true",
-        "TMINUS_TIMEZONE": "UTC",
-        "TMINUS_AUDIT_PROJECTS": PROJECT,
-    }
+    """The tests' settings for the stand-ins at ``url``, auditing the one project seeded."""
+    return {**tests_sandbox_env(url), "TMINUS_AUDIT_PROJECTS": PROJECT}
 
 
 # --- the launches, written straight into the stand-in ------------------------------------------

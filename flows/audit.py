@@ -31,11 +31,7 @@ from tminus.domain.planner import plan_launch
 from tminus.domain.playbook import Playbook
 from tminus.domain.results import Outcome
 from tminus.errors import TminusError
-from tminus.integrations.clients import (
-    build_calendar,
-    build_page_reader,
-    build_tracker,
-)
+from tminus.integrations.clients import connect
 from tminus.integrations.files import load_playbook
 from tminus.integrations.pages import PageReader
 from tminus.settings import Settings, load_settings
@@ -169,13 +165,13 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
     settings = load_settings()
     playbook = load_playbook(settings.playbook)
     today = datetime.now(ZoneInfo(settings.timezone)).date()
-    tracker = build_tracker(settings)
-    # One Calendar client for the whole audit (it serialises its calls): building one per launch
-    # parsed Google's discovery document each time.
-    calendar = build_calendar(settings)
+    # One set of clients for the whole audit (the Calendar client serialises its calls):
+    # building one per launch parsed Google's discovery document each time.
+    systems = connect(settings)
+    tracker, calendar = systems.tracker, systems.calendar
     # Every launch checks the same /features page and compare view: read them once.
     pages = KnownPages.observe(
-        build_page_reader(settings), (settings.features_page, settings.features_compare_page)
+        systems.pages, (settings.features_page, settings.features_compare_page)
     )
     rows: list[dict[str, Any]] = []
     running: deque[PrefectFuture[dict[str, Any]]] = deque()
@@ -210,8 +206,7 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
         while running:
             collect(running.popleft())
     finally:  # their kept-alive connections
-        tracker.close()
-        calendar.close()
+        systems.close()
     create_table_artifact(
         key="launch-audit",
         table=rows or [{"launch": "none", "status": "no open launches"}],

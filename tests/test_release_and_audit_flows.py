@@ -204,7 +204,7 @@ def test_audit_reads_the_open_launches_as_it_audits_them(
         tracker.__class__ = Watched
         return tracker
 
-    monkeypatch.setattr(audit_flow, "build_tracker", watched)
+    monkeypatch.setattr("tminus.integrations.clients.build_tracker", watched)
     rows = audit(projects=[PROJECT])
     assert sorted(r["launch"] for r in rows) == sorted(r.slug for r in requests)
     assert len(audited) == 3
