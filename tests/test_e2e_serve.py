@@ -256,6 +256,20 @@ def test_launch_started_from_the_ui_form_completes(
             ],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        failures: list[str] = []  # what the UI's API calls answered with an error, to report
+
+        def record(response: Any) -> None:
+            if response.status >= 400:
+                try:
+                    body = response.text()[:500]
+                except Exception as exc:  # the body may be gone by now
+                    body = f"(body unreadable: {exc})"
+                failures.append(
+                    f"{response.request.method} {response.url} -> {response.status}: {body}"
+                )
+
+        page.on("response", record)
+        page.on("requestfailed", lambda r: failures.append(f"{r.method} {r.url}: {r.failure}"))
         page.goto(f"{ui}/deployments/deployment/{launch_dep.id}/run")
         page.wait_for_selector("text=Launch Date", timeout=30_000)
 
@@ -291,7 +305,9 @@ def test_launch_started_from_the_ui_form_completes(
             page.wait_for_url(lambda url: not url.split("?")[0].endswith("/run"), timeout=60_000)
         except Exception as exc:  # say what the form shows (a validation message, say)
             raise AssertionError(
-                f"the form was not sent; it shows:\n{page.inner_text('body')}"
+                "the form was not sent; the API answered:\n"
+                + "\n".join(failures or ["(no failed request)"])
+                + f"\nthe page shows:\n{page.inner_text('body')[-1500:]}"
             ) from exc
         finally:
             browser.close()
