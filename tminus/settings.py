@@ -124,6 +124,13 @@ class Settings(BaseSettings):
         default=None,
         description="Folder of launch files; a release whose tag matches one runs it.",
     )
+    launches_repo: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="GitLab project holding launch files as code (launches/*.yaml, optionally "
+        "playbook.yaml): its merge requests get a plan preview, merges to its default branch "
+        "run the changed launches. Unset: merge request and push hooks are ignored.",
+    )
     release_owner: str = Field(
         default="pmm",
         description="GitLab username owning launches started by a release with no launch file.",
