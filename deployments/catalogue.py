@@ -81,6 +81,27 @@ RELEASE_TRIGGER = EventTrigger(
 )
 
 
+MERGE_REQUEST_EVENT = "gitlab.merge_request.*"
+PUSH_EVENT = "gitlab.push"
+
+MERGE_REQUEST_TRIGGER = EventTrigger(
+    name="gitlab-merge-request",
+    description="A merge request in the launches repository (opened, reopened or pushed to) "
+    "starts preview.",
+    expect=(MERGE_REQUEST_EVENT,),
+    match={"prefect.resource.id": "gitlab.merge_request.*"},
+    parameters={"merge_request": "{{ event.payload }}"},
+)
+
+PUSH_TRIGGER = EventTrigger(
+    name="gitlab-push",
+    description="A push to the launches repository's default branch starts apply-launches.",
+    expect=(PUSH_EVENT,),
+    match={"prefect.resource.id": "gitlab.push.*"},
+    parameters={"push": "{{ event.payload }}"},
+)
+
+
 def catalogue(audit_cron: str, timezone: str) -> list[DeploymentSpec]:
     """Every tminus deployment; the audit runs on ``audit_cron`` in ``timezone``."""
     return [
@@ -94,6 +115,20 @@ def catalogue(audit_cron: str, timezone: str) -> list[DeploymentSpec]:
             entrypoint="flows/on_release.py:on_release",
             description="Started by GitLab releases through the webhook receiver.",
             triggers=(RELEASE_TRIGGER,),
+        ),
+        DeploymentSpec(
+            name="preview",
+            entrypoint="flows/preview.py:preview",
+            description="Started by merge requests in the launches repository: one comment "
+            "saying what merging would change, and a commit status.",
+            triggers=(MERGE_REQUEST_TRIGGER,),
+        ),
+        DeploymentSpec(
+            name="apply-launches",
+            entrypoint="flows/apply_launches.py:apply_launches",
+            description="Started by merges to the launches repository: runs the changed "
+            "launch files, cancels the deleted ones.",
+            triggers=(PUSH_TRIGGER,),
         ),
         DeploymentSpec(
             name="audit",

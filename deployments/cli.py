@@ -38,10 +38,11 @@ def _load(path: str, settings: Settings) -> tuple[Any, Any]:
     """Validate the launch file against the schema and the playbook, and plan it once (pure,
     so a template that fails for this launch fails here): no side effects."""
     from tminus.domain.planner import check_request, plan_launch
-    from tminus.integrations.files import load_launch_file, load_playbook
+    from tminus.integrations.files import load_launch_file
+    from tminus.integrations.gitlab_repo import team_playbook
 
     request = load_launch_file(path)
-    playbook = load_playbook(settings.playbook)
+    playbook = team_playbook(settings)
     check_request(request, playbook, source=path)
     plan_launch(request, playbook, _today(settings, None))
     return request, playbook
@@ -257,7 +258,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             f"Webhook URL: http://127.0.0.1:{settings.webhook_port}/hooks/gitlab"
             f"{'' if settings.webhook_token else ' (no TMINUS_WEBHOOK_TOKEN set)'}"
         )
-    print(f"Prefect UI:  {_ui_url()} (deployments launch, on-release, audit)")
+    print(
+        f"Prefect UI:  {_ui_url()} (deployments launch, on-release, preview, apply-launches, audit)"
+    )
     serve_all(settings)
     return 0
 
@@ -335,6 +338,38 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, request, _ui_url())
 
 
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    from tminus.deployments.scaffold import scaffold, write_scaffold
+
+    project = args.project or settings.launches_repo or "marketing/launch-plans"
+    playbook = Path(args.playbook) if args.playbook else settings.playbook
+    written = write_scaffold(
+        scaffold(Path(args.folder), project, args.branch, playbook, _today(settings, None))
+    )
+    print(f"Launches repository scaffolded in {args.folder}:")
+    for path in written:
+        print(f"  {path}")
+    print(
+        f"\nPush it to GitLab as {project}, set TMINUS_LAUNCHES_REPO={project} where tminus runs,"
+        "\nand add the webhook its README describes."
+    )
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    for path in args.files:  # before any side effect, even starting servers
+        _load(path, settings)
+    _start_services(settings)
+    from tminus.flows.preview import preview_files
+
+    state = preview_files(files=list(args.files), playbook=args.playbook, return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    print(outcome)
+    return 0 if "### ✅" in outcome else EXIT_FAILED_ACTIONS
+
+
 def cmd_playbook(args: argparse.Namespace, settings: Settings) -> int:
     from tminus.domain.request import Tier
     from tminus.integrations.files import load_playbook
@@ -395,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "serve",
-        help="serve the launch, on-release and audit deployments (and "
+        help="serve the launch, on-release, preview, apply-launches and audit deployments (and "
         "the webhook receiver) until interrupted",
     )
     p.add_argument("--no-receiver", action="store_true", help="do not start the webhook receiver")
@@ -442,6 +477,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_calendar_export)
+
+    p = sub.add_parser(
+        "init", help="scaffold a launches repository (launch files as code) in a new folder"
+    )
+    p.add_argument("folder", help="folder to create the files in (must not hold them yet)")
+    p.add_argument(
+        "--project",
+        help="the repository's GitLab path (default TMINUS_LAUNCHES_REPO, else "
+        "marketing/launch-plans)",
+    )
+    p.add_argument("--branch", default="main", help="its default branch (default main)")
+    p.add_argument(
+        "--playbook", help="playbook to copy in (default TMINUS_PLAYBOOK or the packaged one)"
+    )
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser(
+        "preview",
+        help="print what running these launch files would change, as a merge request's "
+        "preview comment says it (reads only; starts the local services when needed)",
+    )
+    p.add_argument("files", nargs="+", help="launch files (YAML)")
+    p.add_argument("--playbook", help="preview with this playbook (default: the team's)")
+    p.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("playbook", help="show (and validate) a playbook's activity matrix")
     p.add_argument(

@@ -307,7 +307,11 @@ class UpdateIssue:
         if self.write.is_empty():
             return _row(self.spec, Outcome.unchanged, self.existing)
         row = _row(self.spec, Outcome.updated, self.existing)
-        row.detail = "changed: " + ", ".join(self.write.changed_fields())
+        fields = self.write.changed_fields()
+        if self.write.due_date is not None:  # a moved date says from what to what
+            was = self.existing.due_date.isoformat() if self.existing.due_date else "none"
+            fields[fields.index("due_date")] = f"due_date {was} -> {self.write.due_date}"
+        row.detail = "changed: " + ", ".join(fields)
         return row
 
 

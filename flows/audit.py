@@ -32,7 +32,7 @@ from tminus.domain.playbook import Playbook
 from tminus.domain.results import Outcome
 from tminus.errors import TminusError
 from tminus.integrations.clients import connect
-from tminus.integrations.files import load_playbook
+from tminus.integrations.gitlab_repo import team_playbook
 from tminus.integrations.pages import PageReader
 from tminus.settings import Settings, load_settings
 from tminus.tasks.pages import KnownPages, run_page_checks
@@ -163,7 +163,7 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
     """
     logger = get_run_logger()
     settings = load_settings()
-    playbook = load_playbook(settings.playbook)
+    playbook = team_playbook(settings)
     today = datetime.now(ZoneInfo(settings.timezone)).date()
     # One set of clients for the whole audit (the Calendar client serialises its calls):
     # building one per launch parsed Google's discovery document each time.

@@ -18,13 +18,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tminus.domain.plan import Plan
 from tminus.domain.planner import plan_launch
+from tminus.domain.playbook import Playbook
 from tminus.domain.report import LaunchReport, counts, plan_markdown, results_rows
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import ActionResult
 from tminus.errors import LaunchIncomplete
 from tminus.flows.sales import PendingMessage, finish_sales, start_sales
 from tminus.integrations.clients import connect
-from tminus.integrations.files import load_playbook
+from tminus.integrations.gitlab_repo import team_playbook
 from tminus.settings import Settings, load_settings
 from tminus.tasks.apply import settle
 from tminus.tasks.calendar import reconcile_calendar
@@ -35,15 +36,17 @@ from tminus.tasks.pages import check_pages
 Guard = Callable[[], None]
 
 
-def plan_step(request: LaunchRequest, settings: Settings) -> Plan:
+def plan_step(
+    request: LaunchRequest, playbook: Playbook, settings: Settings, artifacts: bool = True
+) -> Plan:
     """The plan for today (pure), shown as an artifact; its warnings go to the run's log."""
-    playbook = load_playbook(settings.playbook)
     plan = plan_launch(request, playbook, datetime.now(ZoneInfo(settings.timezone)).date())
-    create_markdown_artifact(
-        key=f"launch-plan-{request.slug}",
-        markdown=plan_markdown(plan),
-        description=f"Plan for launch {request.title}",
-    )
+    if artifacts:
+        create_markdown_artifact(
+            key=f"launch-plan-{request.slug}",
+            markdown=plan_markdown(plan),
+            description=f"Plan for launch {request.title}",
+        )
     for warning in plan.warnings:
         get_run_logger().warning(warning)
     return plan
@@ -60,17 +63,20 @@ def writer(slug: str, dry_run: bool) -> Iterator[Guard]:
         yield lock.check
 
 
-def report_step(plan: Plan, results: list[ActionResult], dry_run: bool) -> LaunchReport:
+def report_step(
+    plan: Plan, results: list[ActionResult], dry_run: bool, artifacts: bool = True
+) -> LaunchReport:
     """The results table artifact and the report; raises ``LaunchIncomplete`` when an action
     failed (a failing page lowers readiness but does not fail the launch)."""
     request = plan.request
     report = LaunchReport(request.slug, dry_run, tuple(results), tuple(plan.warnings))
     prefix = "Dry run: what a real run would do" if dry_run else "Results"
-    create_table_artifact(
-        key=f"launch-results-{request.slug}",
-        table=results_rows(results),
-        description=f"{prefix} for launch {request.title}: {counts(results)}",
-    )
+    if artifacts:
+        create_table_artifact(
+            key=f"launch-results-{request.slug}",
+            table=results_rows(results),
+            description=f"{prefix} for launch {request.title}: {counts(results)}",
+        )
     get_run_logger().info("Launch %s: %s", request.slug, report.counts)
     if report.failed:
         raise LaunchIncomplete(report)
@@ -92,7 +98,20 @@ def launch(request: LaunchRequest, dry_run: bool = False) -> LaunchReport:
     With `dry_run`, nothing is written or sent: the results table says what a run would do.
     """
     settings = load_settings()
-    plan = plan_step(request, settings)
+    return run_launch(request, team_playbook(settings), settings, dry_run)
+
+
+def run_launch(
+    request: LaunchRequest,
+    playbook: Playbook,
+    settings: Settings,
+    dry_run: bool,
+    *,
+    artifacts: bool = True,
+) -> LaunchReport:
+    """The launch flow's work, in the calling flow run (the ``preview`` flow dry-runs launches
+    with it, without the plan and results artifacts that belong to the launch's own runs)."""
+    plan = plan_step(request, playbook, settings, artifacts)
     pending: PendingMessage | None = None
     with connect(settings) as systems, writer(request.slug, dry_run) as guard:
         # Check: the project and every person named exist, before anything is written.
@@ -111,4 +130,4 @@ def launch(request: LaunchRequest, dry_run: bool = False) -> LaunchReport:
     if pending is not None:  # approved and sent without holding the lock while a PMM decides
         with connect(settings) as systems:
             results.append(finish_sales(systems, settings, plan, pending))
-    return report_step(plan, results, dry_run)
+    return report_step(plan, results, dry_run, artifacts)

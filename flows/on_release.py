@@ -17,8 +17,9 @@ from tminus.domain.planner import fit_to_tier
 from tminus.domain.release import Release, decide_tier, request_from_release
 from tminus.domain.request import LaunchRequest, Tier
 from tminus.flows.launch import launch
-from tminus.integrations.files import find_launch_file, load_launch_file, load_playbook
+from tminus.integrations.files import find_launch_file, load_launch_file
 from tminus.integrations.gitlab import build_tracker
+from tminus.integrations.gitlab_repo import team_playbook
 from tminus.settings import load_settings
 from tminus.tasks.issues import cancel_launch
 
@@ -50,7 +51,7 @@ def on_release(release: Release) -> dict[str, Any]:
         launch_project=settings.launch_project,
         today=today,
     )
-    request, notes = fit_to_tier(request, load_playbook(settings.playbook))
+    request, notes = fit_to_tier(request, team_playbook(settings))
     for note in notes:
         logger.warning(note)
     logger.info(

@@ -40,6 +40,7 @@ CONNECT_TIMEOUT = 5.0  # seconds to open a connection; the read timeout is a set
 GLOBAL_LIMIT_NAME = "tminus-gitlab-api"
 PAGE_SIZE = 100  # issues per page of a list (GitLab's largest)
 T = TypeVar("T")
+C = TypeVar("C", bound="GitLabCalls")
 
 _HINTS = {
     401: "check TMINUS_GITLAB_TOKEN (a token with the `api` scope)",
@@ -147,8 +148,10 @@ def label_color(name: str) -> str:
     return "#" + hashlib.sha256(name.encode()).hexdigest()[:6]
 
 
-class GitLabTracker:
-    """``IssueTracker`` on a real GitLab (or the stand-in), via python-gitlab."""
+class GitLabCalls:
+    """The one way calls reach GitLab: python-gitlab under the retry policy, within this
+    process's concurrency bound and, if given, the one every worker shares. The adapters
+    (``GitLabTracker`` here, ``GitLabRepository`` in ``integrations.gitlab_repo``) build on it."""
 
     def __init__(
         self,
@@ -162,9 +165,6 @@ class GitLabTracker:
         self._concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)
         self._shared = shared
-        self._users: dict[str, int | None] = {}
-        self._project_ids: dict[str, int] = {}
-        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -221,6 +221,22 @@ class GitLabTracker:
                 except LimitBusy as exc:  # nothing was sent: the retry policy may try again
                     raise TransientError(SYSTEM, str(exc), resource=resource, sent=False) from None
             yield
+
+
+class GitLabTracker(GitLabCalls):
+    """``IssueTracker`` on a real GitLab (or the stand-in), via python-gitlab."""
+
+    def __init__(
+        self,
+        client: gitlab.Gitlab,
+        concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+        shared: GlobalLimit | None = None,
+    ) -> None:
+        super().__init__(client, concurrency, retry, shared)
+        self._users: dict[str, int | None] = {}
+        self._project_ids: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def check_project(self, project: str) -> str:
         proj = self._call(f"project {project}", lambda: self._gl.projects.get(project))
@@ -478,15 +494,20 @@ def build_client(settings: Settings) -> gitlab.Gitlab:
     return gitlab_client(settings.gitlab_base_url, token, settings.gitlab_timeout)
 
 
-def build_tracker(settings: Settings) -> GitLabTracker:
+def build_calls(settings: Settings, kind: type[C]) -> C:
+    """A GitLab adapter of ``kind`` with the settings' client, bounds and retry policy."""
     shared = None
     if settings.gitlab_global_limit:
         # The lease outlives the longest attempt, so no renewal is needed.
         lease = CONNECT_TIMEOUT + settings.gitlab_timeout + 30
         shared = global_limit(GLOBAL_LIMIT_NAME, settings.gitlab_global_limit, lease)
-    return GitLabTracker(
+    return kind(
         build_client(settings),
         concurrency=settings.gitlab_concurrency,
         retry=retry_policy(settings),
         shared=shared,
     )
+
+
+def build_tracker(settings: Settings) -> GitLabTracker:
+    return build_calls(settings, GitLabTracker)

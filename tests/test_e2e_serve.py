@@ -237,6 +237,7 @@ def test_launch_started_from_the_ui_form_completes(
     served: dict[str, Any], real_prefect: str, sandbox_server: SandboxClient
 ) -> None:
     """A PMM fills the launch deployment's custom-run form in a real browser and submits."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     browser_path = chromium()
@@ -299,16 +300,27 @@ def test_launch_started_from_the_ui_form_completes(
         fill("Features Page Title", "Dark mode")
         submit = page.get_by_role("button", name="Submit")
         submit.wait_for(state="visible")
-        submit.click()
-        # After a submit the UI goes back to the deployment page; leaving /run means sent.
+
+        def sent() -> bool:
+            """Submit; after a submit the UI goes back to the deployment page."""
+            submit.click()
+            try:
+                page.wait_for_url(lambda u: not u.split("?")[0].endswith("/run"), timeout=30_000)
+            except PlaywrightTimeout:
+                return False
+            return True
+
         try:
-            page.wait_for_url(lambda url: not url.split("?")[0].endswith("/run"), timeout=60_000)
-        except Exception as exc:  # say what the form shows (a validation message, say)
-            raise AssertionError(
-                "the form was not sent; the API answered:\n"
-                + "\n".join(failures or ["(no failed request)"])
-                + f"\nthe page shows:\n{page.inner_text('body')[-1500:]}"
-            ) from exc
+            # A PMM whose submit meets a server error (a 5xx: SQLite busy on a loaded machine)
+            # sees "Something went wrong" and submits again; a form refused otherwise fails.
+            if not sent() and not (any(" -> 5" in f for f in failures) and sent()):
+                raise AssertionError(
+                    "the form was not sent; the API answered:\n"
+                    + "\n".join(failures or ["(no failed request)"])
+                    + f"\nthe page shows:\n{page.inner_text('body')[-1500:]}"
+                )
+            if failures:
+                print("the UI met API errors on the way:", *failures, sep="\n")
         finally:
             browser.close()
 
