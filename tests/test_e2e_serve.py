@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from .conftest import ROOT, SandboxClient, sandbox_env
 pytestmark = pytest.mark.e2e
 
 TOKEN = "e2e-hook-secret"
+PLANS = "marketing/launch-plans-e2e"
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
@@ -107,6 +109,7 @@ def served(
         "TMINUS_WEBHOOK_PORT": str(port),
         "TMINUS_AUDIT_CRON": "* * * * *",
         "TMINUS_AUDIT_PROJECTS": "marketing/launches",
+        "TMINUS_LAUNCHES_REPO": PLANS,
     }
     logs = tmp_path_factory.mktemp("logs")
     procs = [
@@ -128,7 +131,13 @@ def served(
     deployments = {}
     deadline = time.monotonic() + 90
     with get_client(sync_client=True) as client:
-        for name in ("launch/launch", "on-release/on-release", "audit/audit"):
+        for name in (
+            "launch/launch",
+            "on-release/on-release",
+            "preview/preview",
+            "apply-launches/apply-launches",
+            "audit/audit",
+        ):
             while name not in deployments:
                 try:
                     deployments[name] = client.read_deployment_by_name(name)
@@ -455,3 +464,135 @@ def test_a_900_kb_release_description_starts_its_run(
     project = sandbox_server.gitlab().projects.get("gitlab-org/release-webhook-example")
     titles = [i.title for i in project.issues.list(get_all=True, labels=["launch-tier::L2"])]
     assert "Launch: v3.0 (L2, 2020-11-02)" in titles
+
+
+def test_launches_as_code_through_the_receiver_and_serve(
+    served: dict[str, Any], sandbox_server: SandboxClient
+) -> None:
+    """The stand-in GitLab sends its hooks to the real receiver: a merge request gets one plan
+    preview comment, updated on the next push; merging runs exactly the changed launch; a
+    resent push delivery starts nothing new."""
+    from tminus.integrations.files import load_launch_file
+
+    from .test_launch_everything import retarget
+
+    deployments = served["deployments"]
+    launch_dep, apply_dep = (
+        deployments["launch/launch"],
+        deployments["apply-launches/apply-launches"],
+    )
+    preview_dep = deployments["preview/preview"]
+    gl = sandbox_server.gitlab()
+    project = gl.projects.get(PLANS)
+    project.hooks.create(
+        {
+            "url": f"{served['hook']}/hooks/gitlab",
+            "token": TOKEN,
+            "push_events": True,
+            "merge_requests_events": True,
+        }
+    )
+    request = retarget(load_launch_file(ROOT / "examples" / "l3.yaml"), sandbox_server.url)
+    request = request.model_copy(update={"slug": "as-code", "title": "Launched as code"})
+    path = "launches/as-code.yaml"
+
+    def ours() -> list[Any]:
+        return [r for r in runs_of(launch_dep) if r.parameters["request"]["slug"] == "as-code"]
+
+    def finished(runs: list[Any], n: int) -> bool:
+        return len(runs) == n and all(r.state and r.state.is_final() for r in runs)
+
+    project.commits.create(
+        {
+            "branch": "main",
+            "commit_message": "Add the as-code launch",
+            "actions": [
+                {"action": "create", "file_path": path, "content": request.model_dump_json()}
+            ],
+        }
+    )
+    first = wait_for(
+        lambda: (runs := ours()) and finished(runs, 1) and runs, 150, "the first launch run"
+    )
+    assert first[0].state.is_completed(), (served["logs"] / "serve.log").read_text()[-3000:]
+
+    project.branches.create({"branch": "later", "ref": "main"})
+    moved = request.model_copy(update={"launch_date": request.launch_date + timedelta(days=7)})
+    project.commits.create(
+        {
+            "branch": "later",
+            "commit_message": "A week later",
+            "actions": [
+                {"action": "update", "file_path": path, "content": moved.model_dump_json()}
+            ],
+        }
+    )
+    mr = project.mergerequests.create(
+        {"source_branch": "later", "target_branch": "main", "title": "As code: a week later"}
+    )
+
+    def comment() -> Any:
+        notes = [n for n in mr.notes.list(get_all=True) if "tminus:preview" in n.body]
+        return notes[0] if len(notes) == 1 else None
+
+    note = wait_for(comment, 120, "the preview comment")
+    assert f"-&gt; {moved.launch_date.isoformat()}" in note.body
+    assert "would send the correction" in note.body or "Sales" in note.body
+
+    later = moved.model_copy(update={"title": "Launched as code, renamed"})
+    project.commits.create(
+        {
+            "branch": "later",
+            "commit_message": "Rename",
+            "actions": [
+                {"action": "update", "file_path": path, "content": later.model_dump_json()}
+            ],
+        }
+    )
+    head = project.mergerequests.get(mr.iid).sha
+    updated = wait_for(
+        lambda: (n := comment()) is not None and head[:8] in n.body and n,
+        120,
+        "the updated comment",
+    )
+    assert updated.id == note.id
+    assert len([n for n in mr.notes.list(get_all=True) if "tminus:preview" in n.body]) == 1
+    assert wait_for(
+        lambda: finished(runs_of(preview_dep), len(runs_of(preview_dep))), 60, "previews"
+    )
+    assert not [r for r in runs_of(preview_dep) if not r.state.is_completed()]
+
+    applies_before = len(runs_of(apply_dep))
+    project.mergerequests.get(mr.iid).merge()
+    runs = wait_for(
+        lambda: (r := ours()) and finished(r, 2) and r, 150, "the launch run of the merge"
+    )
+    assert all(r.state.is_completed() for r in runs), (served["logs"] / "serve.log").read_text()[
+        -3000:
+    ]
+    tracking = [
+        i
+        for i in gl.projects.get(request.project).issues.list(
+            get_all=True, labels=["launch::as-code"]
+        )
+        if i.title.startswith("Launch:")
+    ]
+    assert [i.title for i in tracking] == [
+        f"Launch: Launched as code, renamed (L3, {moved.launch_date.isoformat()})"
+    ]
+    applies = wait_for(
+        lambda: len(runs_of(apply_dep)) > applies_before and runs_of(apply_dep), 30, "apply"
+    )
+
+    # GitLab's "Resend request" on the merge's push: the same Idempotency-Key, nothing new.
+    pushes = [
+        d
+        for d in httpx.get(f"{sandbox_server.url}/_sandbox/gitlab/hook_deliveries").json()
+        if d["event"] == "Push Hook"
+    ]
+    resent = httpx.post(
+        f"{sandbox_server.url}/_sandbox/gitlab/hook_deliveries/{pushes[-1]['id']}/resend"
+    ).json()
+    assert "duplicate" in json.dumps(resent)
+    time.sleep(4)  # longer than the sender's interval plus trigger latency
+    assert len(runs_of(apply_dep)) == len(applies) and len(ours()) == 2
