@@ -56,6 +56,19 @@ class SandboxClient:
             if r["method"] in ("POST", "PUT", "PATCH", "DELETE") and r["path"].startswith(prefix)
         ]
 
+    def hook_deliveries(self, *, flush: bool = True) -> list[dict[str, Any]]:
+        """GitLab hook deliveries, oldest first; by default after the queue has drained."""
+        if flush:
+            self.http.post("/_sandbox/gitlab/hook_deliveries/flush").raise_for_status()
+        rows: list[dict[str, Any]] = self.http.get("/_sandbox/gitlab/hook_deliveries").json()
+        return rows
+
+    def resend_hook_delivery(self, delivery_id: int) -> dict[str, Any]:
+        response = self.http.post(f"/_sandbox/gitlab/hook_deliveries/{delivery_id}/resend")
+        response.raise_for_status()
+        row: dict[str, Any] = response.json()
+        return row
+
     def gitlab(self) -> gitlab.Gitlab:
         """One python-gitlab client for the session (closed with it, not left to the GC)."""
         if self._gitlab is None:

@@ -1,6 +1,7 @@
 """The sandbox: every local stand-in in one ASGI app on one loopback port.
 
-``/api/v4/...`` GitLab · ``/<project>/-/issues/<iid>`` an issue as a web page ·
+``/api/v4/...`` GitLab (issues; repositories, merge requests, statuses and hooks) ·
+``/<project>/-/issues/<iid>`` and ``/<project>/-/merge_requests/<iid>`` as web pages ·
 ``/calendar/v3/...`` Google Calendar (``/calendar/`` the launch calendar as a page) ·
 ``/slack/webhook/<token>`` a Slack incoming webhook (``/slack/`` what sales received) ·
 ``/docs/...``, ``/features``, ``/features/compare`` a small docs site ·
@@ -33,6 +34,13 @@ from tminus_sandbox.gitlab import (
     gitlab_routes,
     issue_pages,
 )
+from tminus_sandbox.gitlab_repo import (
+    HookDispatcher,
+    RepoApi,
+    RepoStore,
+    merge_request_pages,
+    repo_routes,
+)
 from tminus_sandbox.slack import SlackStore, slack_routes
 
 
@@ -41,6 +49,8 @@ class Sandbox:
     app: Any
     control: Control
     gitlab: GitLabStore
+    repo: RepoStore
+    hooks: HookDispatcher
     calendar: GCalStore
     slack: SlackStore
 
@@ -61,9 +71,14 @@ def create_sandbox(
     slack = SlackStore(db("slack"))
     control = Control()
     api = GitLabApi(store, token=gitlab_token)
+    repo = RepoStore(store)
+    hooks = HookDispatcher(repo)
+    repo_api = RepoApi(api, repo, hooks)
 
     def reset() -> None:
+        hooks.clear()
         store.reset()
+        repo.reset()
         calendar.reset()
         slack.reset()
 
@@ -74,14 +89,24 @@ def create_sandbox(
         Route("/healthz", healthz),
         *control_routes(control, reset),
         *gitlab_routes(api),
+        *repo_routes(repo_api),
         *gcal_routes(calendar),
         *docs_site_routes(),
         *slack_routes(slack),
+        *merge_request_pages(repo_api),
         *issue_pages(api),  # last: its paths match almost anything
     ]
     app = Starlette(routes=routes)
     wrapped = ControlMiddleware(RawPathMiddleware(app), control)
-    return Sandbox(app=wrapped, control=control, gitlab=store, calendar=calendar, slack=slack)
+    return Sandbox(
+        app=wrapped,
+        control=control,
+        gitlab=store,
+        repo=repo,
+        hooks=hooks,
+        calendar=calendar,
+        slack=slack,
+    )
 
 
 def free_port() -> int:
