@@ -91,7 +91,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from tminus.deployments.outbox import Outbox, OutboxRow
 from tminus.domain.release import (
     DELIVERY_MAX_CHARS,
-    NAME_MAX_CHARS,
     URL_MAX_CHARS,
     GitLabId,
     ProjectPath,
@@ -105,6 +104,7 @@ from tminus.domain.release import (
     description_excerpt,
 )
 from tminus.domain.repository import (
+    BRANCH_PREFIX,
     NO_COMMIT,
     BranchName,
     BranchRef,
@@ -449,7 +449,7 @@ class _LastCommit(BaseModel):
 
 class _MergeRequestAttributes(_MergeRequestState):
     iid: GitLabId
-    title: Annotated[str, Field(max_length=NAME_MAX_CHARS), AfterValidator(check_text)] = ""
+    title: ReleaseName = ""  # bounded as the preview's MergeRequestChange.title
     source_branch: BranchName
     target_branch: BranchName
     last_commit: _LastCommit
@@ -518,7 +518,7 @@ def ignore_push(route: PushRoute, launches: frozenset[str]) -> Ignored | None:
     not_ours = not_launches_repo(route.project, launches)
     if not_ours is not None:
         return not_ours
-    branch = route.ref.removeprefix("refs/heads/")
+    branch = route.ref.removeprefix(BRANCH_PREFIX)
     default = route.project.default_branch
     if default is None:
         return Ignored(
