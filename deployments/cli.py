@@ -227,6 +227,9 @@ def _webhook_config(settings: Settings) -> Any:
         token=settings.webhook_token,
         prefect_api_url=os.environ["PREFECT_API_URL"],
         db_path=settings.home.resolve() / "webhook" / "outbox.sqlite3",
+        # Its merge requests get previews and pushes to its default branch apply launches;
+        # unset, merge request and push hooks are ignored.
+        launches_projects=frozenset({repo.strip()} if (repo := settings.launches_repo) else ()),
     )
 
 

@@ -1,21 +1,39 @@
-"""The GitLab webhook receiver (``tminus webhook``): Release Hook deliveries become Prefect events.
+"""The GitLab webhook receiver (``tminus webhook``): GitLab hook deliveries become Prefect events.
 
 The open-source Prefect server has no webhooks, so this small ASGI app stands in front of it:
 
 ``POST /hooks/gitlab``  check headers, size and ``X-Gitlab-Token``, ignore (2xx) events other
-                        than ``Release Hook``, read the body within a deadline, parse and
-                        validate it, de-duplicate on the delivery key, store the Prefect event
-                        in the SQLite outbox, answer 202 at once.
+                        than ``Release Hook``, ``Merge Request Hook`` and ``Push Hook``, read the
+                        body within a deadline, parse and validate it, ignore (2xx) what needs
+                        no run, de-duplicate on the delivery key, store the Prefect event in the
+                        SQLite outbox, answer 202 at once.
 ``GET /healthz``        200 while the receiver runs: pending rows, their age, Prefect reachability.
 
-Every body goes through one bounded path (``parse_release_hook``): at most
-``max_body_bytes`` (413), read within ``body_timeout`` seconds (408), strict UTF-8, JSON nested
-at most ``MAX_JSON_DEPTH`` deep with no duplicate keys, no NaN and no giant integers (400),
-then the ``ReleaseHook`` model, whose values are bounded to what GitLab sends (422 naming the
-field). Each refusal is a 4xx with a JSON body ``{"error": ..., "problems": [...]}`` that says
-what is wrong and how to fix it. The event's payload is the on-release flow's ``Release``
-parameter itself, validated here, with the description cut to an excerpt that keeps the
-``Launch-Tier:`` line: whatever is accepted, Prefect accepts as a run's parameters.
+What becomes which event (the payload is always the flow's parameter, as JSON):
+
+=====================  ================================  ==========================================
+X-Gitlab-Event         event                             payload
+=====================  ================================  ==========================================
+``Release Hook``       ``gitlab.release.<action>``       on-release's ``Release``
+``Merge Request Hook`` ``gitlab.merge_request.<action>`` preview's ``MergeRequestChange``
+``Push Hook``          ``gitlab.push``                   apply-launches' ``Push``
+=====================  ================================  ==========================================
+
+Merge request and push hooks matter only for the launches repository (``launches_projects``,
+from ``TMINUS_LAUNCHES_REPO``): hooks of other projects, merge request actions other than
+``open``, ``reopen`` and ``update`` with new commits (``oldrev``), pushes to branches other than
+the default one and branch deletions are answered 200 ``{"status": "ignored", "reason": ...}``
+and nothing is stored (``ignore_merge_request`` and ``ignore_push`` say why).
+
+Every body goes through one bounded path (``parse_json_body``): at most ``max_body_bytes``
+(release hooks) or ``max_repo_body_bytes`` (merge request and push hooks) (413), read within
+``body_timeout`` seconds (408), strict UTF-8, JSON nested at most ``MAX_JSON_DEPTH`` deep with
+no duplicate keys, no NaN and no giant integers (400), then the hook's model, whose values are
+bounded to what GitLab sends (422 naming the field). Each refusal is a 4xx with a JSON body
+``{"error": ..., "problems": [...]}`` that says what is wrong and how to fix it. The event's
+payload is the flow's parameter itself, validated here (a release's description cut to an
+excerpt that keeps the ``Launch-Tier:`` line): whatever is accepted, Prefect accepts as a run's
+parameters.
 
 ``server_config`` bounds slow clients below the app too: a request's head must arrive within
 ``header_timeout`` seconds, idle keep-alive connections close after ``keep_alive_timeout``,
@@ -48,7 +66,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import httpx
 import uvicorn
@@ -58,6 +76,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     SecretStr,
     ValidationError,
 )
@@ -81,14 +100,32 @@ from tminus.domain.release import (
     Text,
     WebUrl,
     check_release_time,
+    check_text,
     description_excerpt,
+)
+from tminus.domain.repository import (
+    BRANCH_PREFIX,
+    NO_COMMIT,
+    BranchName,
+    BranchRef,
+    MergeRequestChange,
+    Push,
+    RepoProject,
+    Sha,
 )
 from tminus.domain.validation import describe_validation_error
 
 logger = logging.getLogger("tminus.webhook")
+_Model = TypeVar("_Model", bound=BaseModel)
 
 HOOK_PATH = "/hooks/gitlab"
 RELEASE_HOOK = "Release Hook"
+MERGE_REQUEST_HOOK = "Merge Request Hook"
+PUSH_HOOK = "Push Hook"
+HANDLED_EVENTS = (RELEASE_HOOK, MERGE_REQUEST_HOOK, PUSH_HOOK)
+# Merge request actions that can change what a preview shows (``update`` only with new commits);
+# GitLab also sends close, merge, approved, unapproved, approval and unapproval.
+PREVIEW_ACTIONS = ("open", "reopen", "update")
 DEFAULT_PORT = 4282
 # Fixed namespace of the event ids: the same delivery key always gives the same event id, in
 # every process and after every restart (Prefect's trigger service de-duplicates on it).
@@ -99,7 +136,16 @@ REJECTED_STATUSES = frozenset({400, 413, 422})
 # GitLab allows release notes of up to 1,000,000 characters; the rest of a Release Hook is a
 # few kilobytes. Twice that leaves room for JSON escapes.
 MAX_BODY_BYTES = 2 * 1024 * 1024
-# A Release Hook nests 4 levels (assets.links[].*); far deeper is an attack on the parser.
+# Merge request and push hooks are larger. A merge request description may be 1,048,576
+# characters and an edit carries it up to three times (object_attributes.description and
+# changes.description.previous/current); a push lists up to 20 commits, each with its full
+# message and the paths it added, modified and removed. 8 MiB holds all of that with room for
+# JSON escapes, while one request's memory stays bounded; GitLab itself sends no webhook
+# payload over 25 MB. A refused push or edit elsewhere costs one failed delivery, and GitLab
+# disables a hook only after several failures in a row.
+MAX_REPO_BODY_BYTES = 8 * 1024 * 1024
+# GitLab's hooks nest at most 5 levels (a merge request's changes.labels.previous[].*); far
+# deeper is an attack on the parser.
 MAX_JSON_DEPTH = 32
 # GitLab's numbers are ids and counts; longer integers cost quadratic time to convert.
 MAX_INT_DIGITS = 20
@@ -125,7 +171,11 @@ class WebhookConfig:
     ``PREFECT_SERVER_API_AUTH_STRING``. ``max_backoff`` caps the wait between attempts while
     Prefect is unreachable. A client has ``header_timeout`` seconds to send a request's head
     and ``body_timeout`` more for its body (GitLab itself gives up after 10 s);
-    ``keep_alive_timeout`` closes idle connections.
+    ``keep_alive_timeout`` closes idle connections. ``max_body_bytes`` bounds release hooks,
+    ``max_repo_body_bytes`` merge request and push hooks. ``launches_projects`` holds the
+    launches repository's project path (``TMINUS_LAUNCHES_REPO``; compared ignoring case, as
+    GitLab does): merge request and push hooks of other projects are ignored, and all of them
+    while it is empty.
     """
 
     token: SecretStr | None
@@ -139,6 +189,14 @@ class WebhookConfig:
     header_timeout: float = 5.0
     body_timeout: float = 5.0
     keep_alive_timeout: int = 5
+    max_repo_body_bytes: int = MAX_REPO_BODY_BYTES
+    launches_projects: frozenset[str] = frozenset()
+
+    def body_limit(self, kind: str | None) -> int:
+        """The largest body accepted for a delivery of ``X-Gitlab-Event: kind``."""
+        if kind in (MERGE_REQUEST_HOOK, PUSH_HOOK):
+            return self.max_repo_body_bytes
+        return self.max_body_bytes
 
 
 # --- refusals ----------------------------------------------------------------------------------
@@ -236,7 +294,7 @@ def parse_json_body(body: bytes) -> Any:
         raise Refused(
             400,
             f"body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels; "
-            "a Release Hook needs 4",
+            "GitLab's hooks need 5 at most",
         )
     try:
         return json.loads(
@@ -299,20 +357,29 @@ class ReleaseHook(BaseModel):
     project: HookProject
 
 
-def parse_release_hook(body: bytes) -> ReleaseHook:
-    """The one way a body becomes a ``ReleaseHook``; anything else raises ``Refused``."""
+def hook_object(body: bytes, kind: str, object_kind: str) -> dict[str, Any]:
+    """The body as the JSON object a ``kind`` delivery must be, else ``Refused`` (400)."""
     data = parse_json_body(body)
     if not isinstance(data, dict):
         raise Refused(400, f"body must be a JSON object, got {type(data).__name__}")
-    if data.get("object_kind") != "release":
+    if data.get("object_kind") != object_kind:
         found = _short(data.get("object_kind"))
-        raise Refused(400, f"a {RELEASE_HOOK} must have object_kind 'release', got {found}")
+        raise Refused(400, f"a {kind} must have object_kind {object_kind!r}, got {found}")
+    return data
+
+
+def _validated(model: type[_Model], data: Any, what: str) -> _Model:
+    """``data`` as ``model``, else ``Refused`` (422) naming every field that is wrong."""
     try:
-        return ReleaseHook.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise Refused(
-            422, "release hook payload is not valid", describe_validation_error(exc)
-        ) from None
+        raise Refused(422, f"{what} payload is not valid", describe_validation_error(exc)) from None
+
+
+def parse_release_hook(body: bytes) -> ReleaseHook:
+    """The one way a body becomes a ``ReleaseHook``; anything else raises ``Refused``."""
+    data = hook_object(body, RELEASE_HOOK, "release")
+    return _validated(ReleaseHook, data, "release hook")
 
 
 def release_parameter(hook: ReleaseHook, delivery: str) -> Release:
@@ -340,6 +407,178 @@ def release_parameter(hook: ReleaseHook, delivery: str) -> Release:
         raise Refused(
             422, "release hook payload is not valid", describe_validation_error(exc)
         ) from None
+
+
+# --- merge request and push hooks ---------------------------------------------------------------
+
+# Any action GitLab sends, bounded: which ones a preview needs is decided after validation, so a
+# new action GitLab adds is ignored, not refused.
+HookAction = Annotated[str, Field(min_length=1, max_length=40), AfterValidator(check_text)]
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A delivery answered 200 ``{"status": "ignored", "reason": ...}``: nothing to run."""
+
+    reason: str
+
+
+class _MergeRequestState(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    action: HookAction
+    oldrev: Sha | None = None  # only when the update brought new commits
+
+
+class MergeRequestRoute(BaseModel):
+    """What decides whether a Merge Request Hook needs a preview; checked before the rest, so
+    a hook that needs none (a close, another project) is ignored whatever else it holds."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    object_kind: Literal["merge_request"]
+    object_attributes: _MergeRequestState
+    project: RepoProject  # the target project: the one the merge request is in
+
+
+class _LastCommit(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: Sha
+
+
+class _MergeRequestAttributes(_MergeRequestState):
+    iid: GitLabId
+    title: ReleaseName = ""  # bounded as the preview's MergeRequestChange.title
+    source_branch: BranchName
+    target_branch: BranchName
+    last_commit: _LastCommit
+    url: WebUrl | None = None
+
+
+class MergeRequestHook(MergeRequestRoute):
+    """A GitLab Merge Request Hook payload (``object_kind: merge_request``): the values the
+    preview's ``MergeRequestChange`` is made of, bounded like it; other fields are ignored."""
+
+    object_attributes: _MergeRequestAttributes
+
+
+class PushRoute(BaseModel):
+    """What decides whether a Push Hook applies launches: the project, the branch, the commit."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    object_kind: Literal["push"]
+    ref: BranchRef
+    after: Sha
+    project: RepoProject
+
+
+class PushHook(PushRoute):
+    """A GitLab Push Hook payload (``object_kind: push``): the values of apply-launches'
+    ``Push``; the commits and their file lists are ignored (the flow asks GitLab for the
+    whole change between ``before`` and ``after``)."""
+
+    before: Sha
+
+
+def not_launches_repo(project: RepoProject, launches_projects: frozenset[str]) -> Ignored | None:
+    """Why a hook of ``project`` is ignored, if it is not the launches repository's."""
+    path = project.path_with_namespace
+    if path.lower() in {name.lower() for name in launches_projects}:
+        return None
+    configured = ", ".join(sorted(launches_projects))
+    return Ignored(
+        f"project {path!r} is not the launches repository (TMINUS_LAUNCHES_REPO is "
+        f"{configured!r}); only its merge requests and pushes are acted on"
+    )
+
+
+def ignore_merge_request(route: MergeRequestRoute, launches: frozenset[str]) -> Ignored | None:
+    """Why a merge request hook needs no preview, or None when it needs one."""
+    not_ours = not_launches_repo(route.project, launches)
+    if not_ours is not None:
+        return not_ours
+    state = route.object_attributes
+    if state.action not in PREVIEW_ACTIONS:
+        return Ignored(
+            f"merge request action {_short(state.action)} needs no preview; only "
+            f"{', '.join(PREVIEW_ACTIONS)} (with new commits) do"
+        )
+    if state.action == "update" and state.oldrev is None:
+        return Ignored(
+            "merge request update without new commits (no oldrev: a title, label or "
+            "description edit); the preview depends on the commits only"
+        )
+    return None
+
+
+def ignore_push(route: PushRoute, launches: frozenset[str]) -> Ignored | None:
+    """Why a push hook applies no launches, or None when it does."""
+    not_ours = not_launches_repo(route.project, launches)
+    if not_ours is not None:
+        return not_ours
+    branch = route.ref.removeprefix(BRANCH_PREFIX)
+    default = route.project.default_branch
+    if default is None:
+        return Ignored(
+            f"the hook names no default branch of {route.project.path_with_namespace!r}; "
+            "only pushes to the default branch apply launches"
+        )
+    if branch != default:
+        return Ignored(
+            f"push to branch {branch!r}, not the default branch {default!r}; only pushes "
+            "to the default branch apply launches (merge requests get a preview)"
+        )
+    if route.after == NO_COMMIT:
+        return Ignored(f"push deletes branch {branch!r}; there is nothing to apply")
+    return None
+
+
+def merge_request_change(
+    body: bytes, delivery: str, launches: frozenset[str]
+) -> MergeRequestChange | Ignored:
+    """The one way a body becomes the preview's parameter, or why none is needed; anything
+    else raises ``Refused``."""
+    data = hook_object(body, MERGE_REQUEST_HOOK, "merge_request")
+    route = _validated(MergeRequestRoute, data, "merge request hook")
+    ignored = ignore_merge_request(route, launches)
+    if ignored is not None:
+        return ignored
+    hook = _validated(MergeRequestHook, data, "merge request hook")
+    attributes = hook.object_attributes
+    parameter = {
+        "action": attributes.action,
+        "iid": attributes.iid,
+        "title": attributes.title,
+        "source_branch": attributes.source_branch,
+        "target_branch": attributes.target_branch,
+        "head_sha": attributes.last_commit.id,
+        "url": attributes.url,
+        "project": hook.project.model_dump(),
+        "delivery": delivery,
+    }
+    # The two models disagreeing would be a bug here: refuse rather than send it.
+    return _validated(MergeRequestChange, parameter, "merge request hook")
+
+
+def push_parameter(body: bytes, delivery: str, launches: frozenset[str]) -> Push | Ignored:
+    """The one way a body becomes apply-launches' parameter, or why none is needed; anything
+    else raises ``Refused``."""
+    data = hook_object(body, PUSH_HOOK, "push")
+    route = _validated(PushRoute, data, "push hook")
+    ignored = ignore_push(route, launches)
+    if ignored is not None:
+        return ignored
+    hook = _validated(PushHook, data, "push hook")
+    parameter = {
+        "ref": hook.ref,
+        "before": hook.before,
+        "after": hook.after,
+        "project": hook.project.model_dump(),
+        "delivery": delivery,
+    }
+    return _validated(Push, parameter, "push hook")
 
 
 # --- the event ---------------------------------------------------------------------------------
@@ -387,6 +626,84 @@ def release_event(
         "related": [],
         "payload": release_parameter(hook, key).model_dump(mode="json"),
     }
+
+
+def _project_resource(
+    resource_id: str, name: str, project: RepoProject, instance: str | None
+) -> dict[str, str]:
+    resource = {
+        "prefect.resource.id": resource_id,
+        "prefect.resource.name": name,
+        "gitlab.project": project.path_with_namespace,
+    }
+    if instance:
+        resource["gitlab.instance"] = instance
+    return resource
+
+
+def merge_request_event(
+    change: MergeRequestChange, *, key: str, instance: str | None, occurred: datetime
+) -> dict[str, Any]:
+    """The Prefect event for a merge request that needs a preview; its payload is the preview's
+    ``MergeRequestChange`` parameter as JSON."""
+    project = change.project
+    return {
+        "id": str(event_id_for(key)),
+        "occurred": occurred.astimezone(UTC).isoformat(),
+        "event": f"gitlab.merge_request.{change.action}",
+        "resource": _project_resource(
+            f"gitlab.merge_request.{project.id}.{change.iid}",
+            f"{project.path_with_namespace}!{change.iid}",
+            project,
+            instance,
+        ),
+        "related": [],
+        "payload": change.model_dump(mode="json"),
+    }
+
+
+def push_event(push: Push, *, key: str, instance: str | None, occurred: datetime) -> dict[str, Any]:
+    """The Prefect event for a push to the launches repository's default branch; its payload is
+    apply-launches' ``Push`` parameter as JSON."""
+    project = push.project
+    return {
+        "id": str(event_id_for(key)),
+        "occurred": occurred.astimezone(UTC).isoformat(),
+        "event": "gitlab.push",
+        "resource": _project_resource(
+            f"gitlab.push.{project.id}.{push.branch}",
+            f"{project.path_with_namespace} {push.branch}",
+            project,
+            instance,
+        ),
+        "related": [],
+        "payload": push.model_dump(mode="json"),
+    }
+
+
+def hook_event(
+    kind: str,
+    body: bytes,
+    *,
+    key: str,
+    instance: str | None,
+    occurred: datetime,
+    launches: frozenset[str],
+) -> dict[str, Any] | Ignored:
+    """The Prefect event for a delivery of a handled ``kind``, or why it is ignored; anything
+    not valid raises ``Refused``."""
+    if kind == MERGE_REQUEST_HOOK:
+        change = merge_request_change(body, key, launches)
+        if isinstance(change, Ignored):
+            return change
+        return merge_request_event(change, key=key, instance=instance, occurred=occurred)
+    if kind == PUSH_HOOK:
+        push = push_parameter(body, key, launches)
+        if isinstance(push, Ignored):
+            return push
+        return push_event(push, key=key, instance=instance, occurred=occurred)
+    hook = parse_release_hook(body)
+    return release_event(hook, key=key, instance=instance, occurred=occurred)
 
 
 def _header_problems(headers: Headers) -> Refused | None:
@@ -565,27 +882,43 @@ def create_app(config: WebhookConfig) -> Starlette:
         problem = _header_problems(headers)
         if problem is not None:
             raise problem
+        kind = headers.get("x-gitlab-event")
+        limit = config.body_limit(kind)
         declared = headers.get("content-length")
-        if declared is not None and int(declared) > config.max_body_bytes:
-            raise Refused(413, f"body larger than {config.max_body_bytes} bytes")
+        if declared is not None and int(declared) > limit:
+            raise Refused(413, f"body larger than {limit} bytes")
         if not _token_ok(config.token, headers.get("x-gitlab-token")):
             client = request.client.host if request.client else "?"
             logger.warning("refused a delivery from %s: missing or wrong X-Gitlab-Token", client)
             raise Refused(401, "invalid X-Gitlab-Token")
-        kind = headers.get("x-gitlab-event")
-        if kind != RELEASE_HOOK:
-            # 2xx: GitLab disables hooks that keep getting errors, and this is not one.
-            reason = f"X-Gitlab-Event {_short(kind)} is not handled; only {RELEASE_HOOK!r} is"
-            return _JSON({"status": "ignored", "reason": reason})
+        # 2xx for what is ignored: GitLab disables hooks that keep getting errors, and these
+        # are not errors.
+        if kind not in HANDLED_EVENTS:
+            handled = ", ".join(repr(name) for name in HANDLED_EVENTS)
+            reason = f"X-Gitlab-Event {_short(kind)} is not handled; only {handled} are"
+            return ignored(reason)
+        if kind != RELEASE_HOOK and not config.launches_projects:
+            return ignored(
+                f"{kind}s are acted on only for the launches repository, and none is "
+                "configured: set TMINUS_LAUNCHES_REPO to its project path (group/project)"
+            )
         if not _is_json(headers.get("content-type")):
             got = _short(headers.get("content-type"))
             raise Refused(415, f"Content-Type must be application/json (UTF-8), got {got}")
-        body = await read_body(request, config.max_body_bytes, config.body_timeout)
+        body = await read_body(request, limit, config.body_timeout)
         key = delivery_key(headers, body)
-        hook = await asyncio.to_thread(parse_release_hook, body)
-        event = release_event(
-            hook, key=key, instance=headers.get("x-gitlab-instance"), occurred=datetime.now(UTC)
+        event = await asyncio.to_thread(
+            hook_event,
+            kind,
+            body,
+            key=key,
+            instance=headers.get("x-gitlab-instance"),
+            occurred=datetime.now(UTC),
+            launches=config.launches_projects,
         )
+        if isinstance(event, Ignored):
+            logger.info("ignored a %s (delivery %s): %s", kind, key, event.reason)
+            return ignored(event.reason)
         event_id = event["id"]
         added = await asyncio.to_thread(outbox.add, key, event_id, _json_bytes(event).decode())
         if not added:
@@ -600,6 +933,9 @@ def create_app(config: WebhookConfig) -> Starlette:
             event_id,
         )
         return _JSON({"status": "accepted", "event_id": event_id}, status_code=202)
+
+    def ignored(reason: str) -> Response:
+        return _JSON({"status": "ignored", "reason": reason})
 
     async def healthz(request: Request) -> Response:
         # Always 200 while we run: a receiver that is up keeps accepting deliveries even when
