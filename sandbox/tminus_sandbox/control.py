@@ -7,7 +7,9 @@
                                    rate_limit_rate (429 with Retry-After: retry_after);
                                    after_write_error_rate (the write happens, then a 502: a
                                    lost response); seed; prefix and methods (what is faulted)
-``POST /_sandbox/reset``           forget all data, the log and the faults
+``POST /_sandbox/reset``           forget all data, the log and the faults (and queued GitLab
+                                   hook deliveries; their log is ``/_sandbox/gitlab/...``,
+                                   see tminus_sandbox.gitlab_repo)
 
 Faults apply only to paths under ``prefix`` (default: every stand-in API, never ``/_sandbox``).
 """
