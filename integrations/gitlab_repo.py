@@ -89,15 +89,21 @@ class GitLabRepository(GitLabCalls):
         ]
 
     def files(self, project: str, ref: str, folder: str) -> list[str]:
-        """Paths of the files in ``folder`` ("" for the whole repository) at ``ref``."""
-        entries = self._call(
-            f"files of {project}/{folder or '.'} at {ref[:12]}",
-            lambda: list(
-                self._project(project).repository_tree(
-                    path=folder, ref=ref, recursive=not folder, iterator=True
-                )
-            ),
-        )
+        """Paths of the files in ``folder`` ("" for the whole repository) at ``ref``; none
+        when the folder does not exist there (GitLab answers 404 "Tree Not Found")."""
+        try:
+            entries = self._call(
+                f"files of {project}/{folder or '.'} at {ref[:12]}",
+                lambda: list(
+                    self._project(project).repository_tree(
+                        path=folder, ref=ref, recursive=not folder, iterator=True
+                    )
+                ),
+            )
+        except PermanentError as exc:
+            if exc.status == 404 and folder:
+                return []
+            raise
         return sorted(str(e["path"]) for e in entries if e.get("type") == "blob")
 
     def read(self, project: str, path: str, ref: str) -> bytes | None:

@@ -492,7 +492,7 @@ def test_launches_as_code_through_the_receiver_and_serve(
             "merge_requests_events": True,
         }
     )
-    request = retarget(load_launch_file(ROOT / "examples" / "l3.yaml"), sandbox_server.url)
+    request = retarget(load_launch_file(ROOT / "examples" / "l2.yaml"), sandbox_server.url)
     request = request.model_copy(update={"slug": "as-code", "title": "Launched as code"})
     path = "launches/as-code.yaml"
 
@@ -537,7 +537,7 @@ def test_launches_as_code_through_the_receiver_and_serve(
 
     note = wait_for(comment, 120, "the preview comment")
     assert f"-&gt; {moved.launch_date.isoformat()}" in note.body
-    assert "would send the correction" in note.body or "Sales" in note.body
+    assert "would send the correction" in note.body  # sales heard of the first date
 
     later = moved.model_copy(update={"title": "Launched as code, renamed"})
     project.commits.create(
@@ -578,7 +578,7 @@ def test_launches_as_code_through_the_receiver_and_serve(
         if i.title.startswith("Launch:")
     ]
     assert [i.title for i in tracking] == [
-        f"Launch: Launched as code, renamed (L3, {moved.launch_date.isoformat()})"
+        f"Launch: Launched as code, renamed (L2, {moved.launch_date.isoformat()})"
     ]
     applies = wait_for(
         lambda: len(runs_of(apply_dep)) > applies_before and runs_of(apply_dep), 30, "apply"
