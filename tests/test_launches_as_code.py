@@ -269,3 +269,29 @@ def test_a_launch_file_outside_the_launches_repository_is_refused(
         apply_launches(push=push)
     sandbox.clear_log()
     assert sandbox.writes() == []
+
+
+def test_tminus_preview_prints_the_comment_for_local_files(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest, tmp_path: Any
+) -> None:
+    from tminus.flows.preview import preview_files
+
+    path = tmp_path / "merge-trains.yaml"
+    path.write_text(launch_file(retarget(l2, sandbox.url)))
+    sandbox.clear_log()
+    text = preview_files(files=[str(path)])
+    assert text.startswith(PREVIEW_MARKER) and "### ✅" in text
+    assert f"`{path}`: `merge-trains-ga`" in text and "| create |" in text
+    assert sandbox.writes() == []
+
+
+def test_tminus_preview_refuses_an_invalid_file_before_starting_anything(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tminus.deployments.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("slug: x\ntier: L9\n")
+    assert main(["preview", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "tier" in err and "Nothing was created or changed" in err
