@@ -360,8 +360,17 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
-    for path in args.files:  # before any side effect, even starting servers
-        _load(path, settings)
+    from tminus.domain.planner import check_request
+    from tminus.integrations.files import load_launch_file, load_playbook
+
+    # Before any side effect, even starting servers: every file valid for the chosen playbook.
+    if args.playbook:
+        playbook = load_playbook(args.playbook)
+        for path in args.files:
+            check_request(load_launch_file(path), playbook, source=path)
+    else:
+        for path in args.files:
+            _load(path, settings)
     _start_services(settings)
     from tminus.flows.preview import preview_files
 
@@ -369,8 +378,8 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, BaseException):
         raise outcome
-    print(outcome)
-    return 0 if "### ✅" in outcome else EXIT_FAILED_ACTIONS
+    print(outcome["markdown"])
+    return 0 if outcome["ok"] else EXIT_FAILED_ACTIONS
 
 
 def cmd_playbook(args: argparse.Namespace, settings: Settings) -> int:

@@ -81,22 +81,56 @@ class Preview:
         return "success", f"{len(self.launches)} launch(es) checked, {n} change(s) on merge"
 
 
+def same_slugs(launches: list[LaunchPreview]) -> list[LaunchPreview]:
+    """Two files for one launch would overwrite each other's issues: both are refused. A
+    launch whose file was deleted and which another file still defines (a move) is not
+    cancelled."""
+    paths: dict[str, list[str]] = {}
+    for lp in launches:
+        if lp.request is not None and not lp.cancelled:
+            paths.setdefault(lp.request.slug, []).append(lp.path)
+    out = []
+    for lp in launches:
+        slug = lp.request.slug if lp.request is not None else None
+        if lp.cancelled:
+            if slug not in paths:
+                out.append(lp)
+            continue
+        same = paths.get(slug, []) if slug else []
+        if len(same) > 1:
+            problem = f"slug {slug!r} is used by {', '.join(same)}; give each its own slug"
+            lp = LaunchPreview(lp.path, lp.request, problems=(*lp.problems, problem))
+        out.append(lp)
+    return out
+
+
+_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_[]()!#~$"})
+
+
 def _cell(text: str) -> str:
-    """Text safe inside a markdown table cell and a GitLab comment (no HTML, no pipes)."""
+    """Text from a launch file made inert in a markdown table cell of a GitLab comment: no
+    HTML, no pipes, no links, images, code spans or emphasis, and no mention (an ``@`` is
+    followed by a word joiner, so ``@all`` notifies nobody)."""
     flat = " ".join(text.split())
-    return flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return flat.translate(_MARKDOWN).replace("|", "\\|").replace("@", "@\u2060")
+
+
+def _code(text: str) -> str:
+    """Text as an inline code span (nothing inside is markdown; no backtick can end it)."""
+    return "`" + " ".join(text.split()).replace("`", "'") + "`"
 
 
 def _row(res: ActionResult) -> str:
     what = _SYSTEM.get(res.kind, f"Issue ({res.kind})")
     title = _cell(res.title)
-    if res.url:
-        title = f"[{title}]({res.url})"
+    if res.url and res.url.startswith(("https://", "http://")):
+        title = f"[{title}](<{res.url.replace('>', '%3E').replace(' ', '%20')}>)"
     return f"| {_VERB[res.outcome]} | {what} | {title} | {_cell(res.detail)} |"
 
 
 def _launch_section(lp: LaunchPreview) -> list[str]:
-    path = f"`{_cell(lp.path)}`"
+    path = _code(lp.path)
     r = lp.request
     if lp.cancelled:
         name = f"launch `{r.slug}`" if r else "its launch"
@@ -163,7 +197,7 @@ def preview_markdown(preview: Preview) -> str:
         PREVIEW_MARKER,
         f"### {icon} tminus plan preview",
         "",
-        f"What merging would do ({_cell(preview.source)}), from a dry run against GitLab, the "
+        f"What merging would do ({preview.source}), from a dry run against GitLab, the "
         "launch calendar and the pages. Nothing has been written.",
         "",
         f"**{summary(preview)}**",

@@ -41,8 +41,8 @@ BRANCH_PREFIX = "refs/heads/"
 SHA_PATTERN = r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$"
 # GitLab's "no commit" (the before of a new branch, the after of a deleted one).
 NO_COMMIT = "0" * 40
-# What one merge request or push may touch before its preview or apply refuses: each launch is
-# a dry run or a run, and the comment must stay under GitLab's 1,000,000-character note limit.
+# How many launch files one preview dry-runs (the rest are checked, not dry-run): each is a
+# dry run, and the comment must stay well under GitLab's 1,000,000-character note limit.
 MAX_LAUNCHES_PER_CHANGE = 200
 REPO_PATH_MAX_CHARS = 1024
 

@@ -3,7 +3,11 @@ the launch files it changed.
 
 Each changed launch file starts one run of the ``launch`` deployment, with an idempotency key
 made of the commit and the file: a push delivered twice, or this flow run again, starts no
-second run. A deleted launch file cancels its launch (label and comment on the tracking issue;
+second run. Files are read at the branch's head when the run starts, so applies of two quick
+merges, in whatever order they run, both apply the newest content; the change is what this
+push changed (a straight compare, right after a force-push too). Two files with one slug are
+both refused; a file moved within ``launches/`` keeps its launch.
+A deleted launch file cancels its launch (label and comment on the tracking issue;
 nothing is deleted). A changed ``playbook.yaml`` runs every launch file, as its preview showed.
 An invalid file starts nothing and fails this run, naming the file and the field, after the
 valid ones have started; the commit gets a failed ``tminus/apply`` status saying so.
@@ -20,15 +24,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
-from tminus.domain.planner import check_request
+from tminus.domain.preview import LaunchPreview, same_slugs
 from tminus.domain.repository import (
     LAUNCHES_FOLDER,
-    MAX_LAUNCHES_PER_CHANGE,
     Push,
     affected_launches,
 )
 from tminus.domain.request import LaunchRequest, parse_launch_file
-from tminus.errors import InputError, LaunchFileError
+from tminus.errors import InputError, LaunchFileError, PlaybookError
+from tminus.flows.preview import check_file
 from tminus.integrations.gitlab import build_tracker
 from tminus.integrations.gitlab_repo import build_repository, check_launches_repo, team_playbook
 from tminus.settings import load_settings
@@ -66,40 +70,63 @@ def apply_launches(push: Push) -> dict[str, Any]:
                 "push to %s, not the default branch %s: nothing to do", push.branch, default
             )
             return {"status": f"skipped: {push.branch} is not {default}"}
-        changes = repo.changes(project, push.before, push.after)
+        # straight: what this push changed, even when it rewrote history (a force-push).
+        changes = repo.changes(project, push.before, push.after, straight=True)
         affected = affected_launches(changes, repo.files(project, push.after, LAUNCHES_FOLDER))
-        playbook = team_playbook(settings)
+        # Files are read at the branch's head now, not at this push: two quick merges may
+        # have their applies run in any order, and both then apply the newest content.
+        head = repo.branch_head(project, default) or push.after
+
+        def fail(problem: str) -> None:
+            repo.set_commit_status(
+                project, push.after, name=APPLY_STATUS, state="failed", description=problem
+            )
+
+        try:
+            playbook = team_playbook(settings)
+        except PlaybookError:
+            fail("playbook.yaml is invalid: no launch runs until it is fixed")
+            raise
         started: dict[str, str] = {}
         invalid: dict[str, list[str]] = {}
         cancelled: dict[str, str] = {}
-        if len(affected.run) > MAX_LAUNCHES_PER_CHANGE:
-            logger.warning("%d launch files changed; runs start for all of them", len(affected.run))
+        checked = []
         for path in affected.run:
-            raw = repo.read(project, path, push.after)
-            try:
-                if raw is None:
-                    raise LaunchFileError(path, ["is not in the commit any more"])
-                request = parse_launch_file(raw, path)
-                check_request(request, playbook, source=path)
-            except InputError as exc:
-                invalid[path] = list(exc.problems)
-                logger.error("%s is not valid: %s", path, "; ".join(exc.problems))
+            raw = repo.read(project, path, head)
+            if raw is None:
+                logger.info("%s is gone at %s: the push that removed it cancels it", path, head[:8])
                 continue
-            started[path] = start_launch(request, f"tminus:{project}:{push.after}:{path}")
-            logger.info("%s: launch %s started (run %s)", path, request.slug, started[path])
-        if affected.cancel:
+            checked.append(check_file(path, raw, playbook))
+        gone = []
+        for path in affected.cancel:
+            if repo.read(project, path, head) is not None:
+                continue  # added back since
+            raw = repo.read(project, path, push.before)
+            try:
+                request = parse_launch_file(raw or b"", path)
+            except InputError:
+                logger.warning("%s was deleted and cannot be read: no launch to cancel", path)
+                continue
+            gone.append(LaunchPreview(path, request, cancelled=True))
+        decided = same_slugs([*checked, *gone])
+        for lp in decided:
+            if lp.problems:
+                invalid[lp.path] = list(lp.problems)
+                logger.error("%s is not valid: %s", lp.path, "; ".join(lp.problems))
+            elif lp.request is not None and not lp.cancelled:
+                key = f"tminus:{project}:{push.after}:{lp.path}"
+                started[lp.path] = start_launch(lp.request, key)
+                logger.info(
+                    "%s: launch %s started (run %s)", lp.path, lp.request.slug, started[lp.path]
+                )
+        cancel = [lp for lp in decided if lp.cancelled and lp.request]
+        if cancel:
             with closing(build_tracker(settings)) as tracker:
-                for path in affected.cancel:
-                    raw = repo.read(project, path, push.before)
-                    try:
-                        request = parse_launch_file(raw or b"", path)
-                    except InputError:
-                        logger.warning(
-                            "%s was deleted and cannot be read: no launch to cancel", path
-                        )
-                        continue
-                    reason = f"{path} was deleted from {project} in {push.after[:8]}"
-                    cancelled[path] = cancel_launch(tracker, request, reason).outcome.value
+                for lp in cancel:
+                    assert lp.request is not None
+                    reason = f"{lp.path} was deleted from {project} in {push.after[:8]}"
+                    result = cancel_launch(tracker, lp.request, reason)
+                    cancelled[lp.path] = result.outcome.value
         state = "failed" if invalid else "success"
         description = (
             f"{len(invalid)} launch file(s) invalid: " + ", ".join(invalid)

@@ -14,8 +14,9 @@ No ``from __future__ import annotations``: deployment runs validate parameters a
 flow's signature (see flows/launch.py).
 """
 
-from contextlib import closing
+from contextlib import AbstractContextManager, closing
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -29,6 +30,7 @@ from tminus.domain.preview import (
     LaunchPreview,
     Preview,
     preview_markdown,
+    same_slugs,
 )
 from tminus.domain.repository import (
     LAUNCHES_FOLDER,
@@ -46,7 +48,7 @@ from tminus.errors import (
     TminusError,
 )
 from tminus.flows.launch import run_launch
-from tminus.integrations.files import read_bounded
+from tminus.integrations.files import load_playbook, read_bounded
 from tminus.integrations.gitlab_repo import (
     GitLabRepository,
     build_repository,
@@ -55,19 +57,17 @@ from tminus.integrations.gitlab_repo import (
     team_playbook,
 )
 from tminus.settings import Settings, load_settings
+from tminus.tasks.locks import launch_lock
 
 
 def dry_run_file(
     path: str, raw: bytes | None, playbook: Playbook, settings: Settings
 ) -> LaunchPreview:
     """One launch file's preview: its problems if it is invalid, else its dry run."""
-    if raw is None:
-        return LaunchPreview(path, problems=("the file could not be read",))
-    try:
-        request = parse_launch_file(raw, path)
-        check_request(request, playbook, source=path)
-    except InputError as exc:
-        return LaunchPreview(path, problems=tuple(exc.problems))
+    checked = check_file(path, raw, playbook)
+    if checked.request is None:
+        return checked
+    request = checked.request
     try:
         report = run_launch(request, playbook, settings, dry_run=True, artifacts=False)
     except LaunchIncomplete as exc:
@@ -77,21 +77,16 @@ def dry_run_file(
     return LaunchPreview(path, request, report.results, warnings=report.warnings)
 
 
-def _same_slugs(launches: list[LaunchPreview]) -> list[LaunchPreview]:
-    """Two files for one launch would overwrite each other's issues: both are refused."""
-    paths: dict[str, list[str]] = {}
-    for lp in launches:
-        if lp.request is not None and not lp.cancelled:
-            paths.setdefault(lp.request.slug, []).append(lp.path)
-    out = []
-    for lp in launches:
-        slug = lp.request.slug if lp.request is not None and not lp.cancelled else None
-        same = paths.get(slug, []) if slug else []
-        if len(same) > 1:
-            problem = f"slug {slug!r} is used by {', '.join(same)}; give each its own slug"
-            lp = LaunchPreview(lp.path, lp.request, problems=(*lp.problems, problem))
-        out.append(lp)
-    return out
+def check_file(path: str, raw: bytes | None, playbook: Playbook) -> LaunchPreview:
+    """A launch file checked (parsed and against the playbook), not dry-run."""
+    if raw is None:
+        return LaunchPreview(path, problems=("the file could not be read",))
+    try:
+        request = parse_launch_file(raw, path)
+        check_request(request, playbook, source=path)
+    except InputError as exc:
+        return LaunchPreview(path, problems=tuple(exc.problems))
+    return LaunchPreview(path, request)
 
 
 def preview_change(
@@ -111,27 +106,34 @@ def preview_change(
     playbook: Playbook | None = None
     if affected.playbook_changed:
         raw = repo.read(project, PLAYBOOK_FILE, head)
-        try:
-            playbook = parse_playbook_file(raw, PLAYBOOK_FILE) if raw is not None else None
-        except InputError as exc:
-            playbook_problems = tuple(exc.problems)
         if raw is None:
             notes.append(
                 "playbook.yaml is deleted: launches would use TMINUS_PLAYBOOK or the default"
             )
-    if playbook is None and not playbook_problems:
-        playbook = repository_playbook(repo, project, head) or team_playbook(settings)
+            playbook = load_playbook(settings.playbook)
+        else:
+            try:
+                playbook = parse_playbook_file(raw, PLAYBOOK_FILE)
+            except InputError as exc:
+                playbook_problems = tuple(exc.problems)
+    elif not playbook_problems:
+        # Unchanged here: the playbook the merge would meet is the target branch's.
+        playbook = repository_playbook(repo, project, base) or load_playbook(settings.playbook)
     run = list(affected.run)
-    if len(run) > MAX_LAUNCHES_PER_CHANGE:
-        notes.append(
-            f"{len(run)} launch files are affected; the first {MAX_LAUNCHES_PER_CHANGE} are "
-            "previewed (split the merge request to see the rest)"
-        )
-        run = run[:MAX_LAUNCHES_PER_CHANGE]
     launches: list[LaunchPreview] = []
     if playbook is not None:
-        for path in run:
-            launches.append(dry_run_file(path, repo.read(project, path, head), playbook, settings))
+        # Every file is checked; the dry runs (the slow part) stop at the limit.
+        for n, path in enumerate(run):
+            raw = repo.read(project, path, head)
+            if n < MAX_LAUNCHES_PER_CHANGE:
+                launches.append(dry_run_file(path, raw, playbook, settings))
+            else:
+                launches.append(check_file(path, raw, playbook))
+        if len(run) > MAX_LAUNCHES_PER_CHANGE:
+            notes.append(
+                f"{len(run)} launch files are affected; all are checked, the first "
+                f"{MAX_LAUNCHES_PER_CHANGE} are dry-run (the rest show no changes)"
+            )
     for path in affected.cancel:
         raw = repo.read(project, path, base)
         try:
@@ -141,48 +143,89 @@ def preview_change(
         launches.append(LaunchPreview(path, request, cancelled=True))
     return Preview(
         source,
-        tuple(_same_slugs(launches)),
+        tuple(same_slugs(launches)),
         affected.playbook_changed,
         playbook_problems,
         tuple(notes),
     )
 
 
+def preview_lock(project_id: int, iid: int) -> AbstractContextManager[object]:
+    """One preview of a merge request at a time: two runs would both find no comment and
+    both create one, or an older head's would overwrite a newer one's."""
+    return launch_lock(f"mr-preview-{project_id}-{iid}")
+
+
 @flow(name="preview", task_runner=ThreadPoolTaskRunner(max_workers=40))  # type: ignore[arg-type]
 def preview(merge_request: MergeRequestChange) -> dict[str, str]:
     """Preview what merging a merge request in the launches repository would change: one
     comment on the merge request, updated in place on every push, and a `tminus/preview`
-    commit status (failed while a launch file or the playbook is invalid). Writes nothing else.
+    commit status on its head: pending while the preview runs, failed while a launch file or
+    the playbook is invalid (or the preview itself failed), success otherwise. A merge request
+    into another branch than the default one is not previewed (merging it applies nothing).
+    Writes nothing else.
     """
     logger = get_run_logger()
     settings = load_settings()
     project = merge_request.project.path_with_namespace
     check_launches_repo(project, settings)
-    with closing(build_repository(settings)) as repo:
+    with (
+        closing(build_repository(settings)) as repo,
+        preview_lock(merge_request.project.id, merge_request.iid),
+    ):
         mr = repo.merge_request(project, merge_request.iid)
         if mr.state != "opened":
             logger.info("!%d is %s: nothing to preview", mr.iid, mr.state)
             return {"merge_request": mr.web_url, "status": f"skipped: {mr.state}"}
+        default = merge_request.project.default_branch or repo.default_branch(project)
+        if mr.target_branch != default:
+            logger.info(
+                "!%d targets %s, not %s: merging it applies nothing",
+                mr.iid,
+                mr.target_branch,
+                default,
+            )
+            return {"merge_request": mr.web_url, "status": f"skipped: targets {mr.target_branch}"}
         # GitLab's view now, not the event's: a late delivery previews the newest head.
         head = mr.head_sha
-        result = preview_change(
-            repo, project, mr.target_branch, head, settings, f"!{mr.iid} at {head[:8]}"
+        # A fork's commit gets its status in the fork, on its branch.
+        status_project: str | int = (
+            project if mr.source_project_id == mr.target_project_id else mr.source_project_id
         )
-        existing = repo.find_mr_note(project, mr.iid, PREVIEW_MARKER)
-        if not result.launches and not result.playbook_changed and existing is None:
-            logger.info("!%d changes no launch file and no playbook: no preview", mr.iid)
-            return {"merge_request": mr.web_url, "status": "no launch files"}
-        body = preview_markdown(result)
-        what, note_id = repo.write_mr_note(project, mr.iid, PREVIEW_MARKER, body)
-        state, description = result.status()
-        repo.set_commit_status(
-            project,
-            head,
-            name=STATUS_NAME,
-            state=state,
-            description=description,
-            target_url=f"{mr.web_url}#note_{note_id}",
-        )
+
+        def status(state: str, description: str, target_url: str | None = None) -> None:
+            repo.set_commit_status(
+                status_project,
+                head,
+                name=STATUS_NAME,
+                state=state,
+                description=description,
+                target_url=target_url,
+                ref=mr.source_branch,
+            )
+
+        if repo.commit_status(status_project, head, STATUS_NAME) is None:
+            # A new head: no merge before its preview says so (a repeat writes nothing).
+            status("pending", "tminus is previewing what merging would change")
+        try:
+            result = preview_change(
+                repo, project, mr.target_branch, head, settings, f"!{mr.iid} at {head[:8]}"
+            )
+            existing = repo.find_mr_note(project, mr.iid, PREVIEW_MARKER)
+            if not result.launches and not result.playbook_changed and existing is None:
+                logger.info("!%d changes no launch file and no playbook: no comment", mr.iid)
+                status("success", "no launch file or playbook changed")
+                return {"merge_request": mr.web_url, "status": "success", "head": head}
+            if repo.merge_request(project, mr.iid).head_sha != head:
+                logger.info("!%d moved on while previewing: the next preview says it", mr.iid)
+                return {"merge_request": mr.web_url, "status": "superseded", "head": head}
+            body = preview_markdown(result)
+            what, note_id = repo.write_mr_note(project, mr.iid, PREVIEW_MARKER, body)
+            state, description = result.status()
+            status(state, description, f"{mr.web_url}#note_{note_id}")
+        except BaseException:
+            status("failed", "the tminus preview failed; see its Prefect run")
+            raise
     create_markdown_artifact(
         key=f"preview-mr-{mr.iid}", markdown=body, description=f"Plan preview of {mr.web_url}"
     )
@@ -191,9 +234,10 @@ def preview(merge_request: MergeRequestChange) -> dict[str, str]:
 
 
 @flow(name="preview-files", task_runner=ThreadPoolTaskRunner(max_workers=40))  # type: ignore[arg-type]
-def preview_files(files: list[str], playbook: str | None = None) -> str:
-    """The preview of local launch files (``tminus preview``): markdown, as a merge request
-    would get it. ``playbook`` is a playbook file to preview with (default: the team's)."""
+def preview_files(files: list[str], playbook: str | None = None) -> dict[str, Any]:
+    """The preview of local launch files (``tminus preview``): ``markdown`` as a merge request
+    would get it, and ``ok`` (no file invalid, no dry run failed). ``playbook`` is a playbook
+    file to preview with (default: the team's)."""
     settings = load_settings()
     chosen = (
         parse_playbook_file(read_bounded(Path(playbook), PlaybookError), playbook)
@@ -204,4 +248,5 @@ def preview_files(files: list[str], playbook: str | None = None) -> str:
         dry_run_file(path, read_bounded(Path(path), LaunchFileError), chosen, settings)
         for path in files
     ]
-    return preview_markdown(Preview("local files", tuple(_same_slugs(launches)), bool(playbook)))
+    result = Preview("local files", tuple(same_slugs(launches)), bool(playbook))
+    return {"markdown": preview_markdown(result), "ok": result.ok}

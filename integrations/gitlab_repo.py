@@ -38,6 +38,8 @@ class MergeRequestState:
     target_branch: str
     web_url: str
     title: str
+    source_project_id: int
+    target_project_id: int
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,32 @@ class CommitStatus:
 class GitLabRepository(GitLabCalls):
     """What launches as code reads from and writes to the launches repository."""
 
+    _me: int | None = None
+
     def default_branch(self, project: str) -> str:
         proj = self._call(f"project {project}", lambda: self._gl.projects.get(project))
         return str(proj.default_branch or "main")
+
+    def branch_head(self, project: str, branch: str) -> str | None:
+        """The newest commit of ``branch``, or None when the branch does not exist."""
+        try:
+            found = self._call(
+                f"branch {branch} of {project}",
+                lambda: self._project(project).branches.get(branch),
+            )
+        except PermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str(found.commit["id"])
+
+    def me(self) -> int:
+        """The token's user id: only its own comments are tminus's."""
+        if self._me is None:
+            self._call("the token's user", self._gl.auth)
+            assert self._gl.user is not None
+            self._me = int(self._gl.user.id)
+        return self._me
 
     def merge_request(self, project: str, iid: int) -> MergeRequestState:
         mr = self._call(
@@ -66,16 +91,24 @@ class GitLabRepository(GitLabCalls):
             target_branch=str(mr.target_branch),
             web_url=str(mr.web_url),
             title=str(mr.title),
+            source_project_id=int(mr.source_project_id),
+            target_project_id=int(mr.target_project_id),
         )
 
-    def changes(self, project: str, before: str, after: str) -> list[FileChange]:
-        """The files changed from the merge base of ``before`` and ``after`` to ``after``
-        (GitLab's compare). A ``before`` of zeros (a new branch) lists every file at ``after``."""
+    def changes(
+        self, project: str, before: str, after: str, *, straight: bool = False
+    ) -> list[FileChange]:
+        """The files changed from ``before`` to ``after`` (GitLab's compare): from their merge
+        base (what a merge request brings), or with ``straight`` from ``before`` itself (what
+        a push, even a force-push, changed). A ``before`` of zeros (a new branch) lists every
+        file at ``after``."""
         if before == NO_COMMIT:
             return [FileChange(p, p, new_file=True) for p in self.files(project, after, "")]
         answer: dict[str, Any] = self._call(
             f"compare {before[:12]}...{after[:12]} in {project}",
-            lambda: self._project(project).repository_compare(before, after),
+            lambda: self._project(project).repository_compare(
+                before, after, query_parameters={"straight": "true" if straight else "false"}
+            ),
         )
         return [
             FileChange(
@@ -113,13 +146,20 @@ class GitLabRepository(GitLabCalls):
         def fetch() -> bytes:
             chunks: list[bytes] = []
             size = 0
-            for chunk in self._project(project).files.raw(
-                file_path=path, ref=ref, iterator=True, chunk_size=64 * 1024
-            ):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_FILE_BYTES:
-                    break
+            # streamed: a huge file is read only as far as the limit, never held whole
+            stream = self._project(project).files.raw(
+                file_path=path, ref=ref, streamed=True, iterator=True, chunk_size=64 * 1024
+            )
+            try:
+                for chunk in stream:
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_FILE_BYTES:
+                        break
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
             return b"".join(chunks)[: MAX_FILE_BYTES + 1]
 
         try:
@@ -130,13 +170,18 @@ class GitLabRepository(GitLabCalls):
             raise
 
     def find_mr_note(self, project: str, iid: int, marker: str) -> tuple[int, str] | None:
-        """The oldest comment on the merge request containing ``marker``, as (id, body)."""
+        """The oldest comment tminus (the token's user) wrote on the merge request containing
+        ``marker``, as (id, body); anyone else's comment quoting the marker is not it."""
+        me = self.me()
         mr = self._project(project).mergerequests.get(iid, lazy=True)
         notes = self._call(
             f"comments of {project}!{iid}",
             lambda: list(mr.notes.list(iterator=True, per_page=100, sort="asc")),
         )
         for note in notes:
+            author = getattr(note, "author", None) or {}
+            if getattr(note, "system", False) or author.get("id") != me:
+                continue
             if marker in (note.body or ""):
                 return int(note.id), str(note.body)
         return None
@@ -168,8 +213,8 @@ class GitLabRepository(GitLabCalls):
         )
         return "updated", note_id
 
-    def commit_status(self, project: str, sha: str, name: str) -> CommitStatus | None:
-        commit = self._project(project).commits.get(sha, lazy=True)
+    def commit_status(self, project: str | int, sha: str, name: str) -> CommitStatus | None:
+        commit = self._gl.projects.get(project, lazy=True).commits.get(sha, lazy=True)
         statuses = self._call(
             f"statuses of {sha[:12]} in {project}",
             lambda: list(commit.statuses.list(iterator=True, name=name)),
@@ -182,34 +227,54 @@ class GitLabRepository(GitLabCalls):
 
     def set_commit_status(
         self,
-        project: str,
+        project: str | int,
         sha: str,
         *,
         name: str,
         state: str,
         description: str,
         target_url: str | None = None,
+        ref: str | None = None,
     ) -> str:
-        """Set the commit status ``name`` on ``sha``; written only when GitLab's differs
-        (GitLab refuses some repeats of the same state). Returns created/updated/unchanged."""
+        """Set the commit status ``name`` on ``sha`` (in ``project``: a fork's commit gets it
+        in the fork, with its branch as ``ref``). Written only when GitLab's differs: GitLab
+        refuses a repeat of the same state, so after a lost answer the status is read back
+        rather than sent again. Returns created/updated/unchanged."""
         if state not in STATUS_STATES:
             raise ValueError(f"unknown commit status state {state!r}")
         description = description[:DESCRIPTION_MAX_CHARS]
+        wanted = CommitStatus(state, description)
         current = self.commit_status(project, sha, name)
-        if current == CommitStatus(state, description):
+        if current == wanted:
             return "unchanged"
         data: dict[str, Any] = {"state": state, "name": name, "description": description}
         if target_url:
             data["target_url"] = target_url
-        commit = self._project(project).commits.get(sha, lazy=True)
-        self._call(f"status {name} of {sha[:12]}", lambda: commit.statuses.create(data))
+        if ref:
+            data["ref"] = ref
+        commit = self._gl.projects.get(project, lazy=True).commits.get(sha, lazy=True)
+
+        def landed() -> bool | None:
+            return True if self.commit_status(project, sha, name) == wanted else None
+
+        self._call(
+            f"status {name} of {sha[:12]}",
+            lambda: bool(commit.statuses.create(data)),
+            idempotent=False,
+            recover=landed,
+        )
         return "created" if current is None else "updated"
+
+
+def same_project(configured: str | None, path: str) -> bool:
+    """GitLab's paths are case-insensitive; a setting may carry stray spaces."""
+    return configured is not None and configured.strip().lower() == path.lower()
 
 
 def check_launches_repo(project: str, settings: Settings) -> None:
     """Refuse to act on a project that is not TMINUS_LAUNCHES_REPO (a run started by hand
     could name any)."""
-    if settings.launches_repo != project:
+    if not same_project(settings.launches_repo, project):
         configured = settings.launches_repo or "unset"
         raise SettingsError(
             "TMINUS_LAUNCHES_REPO",

@@ -110,7 +110,7 @@ def test_a_moved_date_is_previewed_in_one_comment_updated_on_each_push(
     [note] = previews(mr)
     old, new = request.launch_date.isoformat(), moved.launch_date.isoformat()
     assert f"date {old} -&gt; {new}" in note.body  # the calendar's launch day moves
-    assert "due_date " in note.body  # ... and the activities' due dates
+    assert "due\\_date " in note.body  # ... and the activities' due dates (markdown-escaped)
     assert "would send the correction" in note.body
     assert outside_writes(sandbox) == []
     head = project.mergerequests.get(mr.iid).sha
@@ -158,7 +158,7 @@ def test_an_invalid_file_fails_the_status_names_the_field_and_writes_nothing(
     out = preview(merge_request=mr_event(project, mr))
     assert out["status"] == "failed"
     [note] = previews(mr)
-    assert "launches/bad.yaml" in note.body and "launch_date" in note.body
+    assert "launches/bad.yaml" in note.body and "launch\\_date" in note.body
     assert "Not valid" in note.body
     found = status(project, out["head"])
     assert found.status == "failed" and "launches/bad.yaml" in found.description
@@ -265,10 +265,10 @@ def test_a_launch_file_outside_the_launches_repository_is_refused(
     push = Push.model_validate(
         {"ref": "refs/heads/main", "before": "a" * 40, "after": "b" * 40, "project": other}
     )
+    sandbox.clear_log()
     with pytest.raises(SettingsError, match="TMINUS_LAUNCHES_REPO"):
         apply_launches(push=push)
-    sandbox.clear_log()
-    assert sandbox.writes() == []
+    assert sandbox.requests() == []  # refused before anything is even read
 
 
 def test_tminus_preview_prints_the_comment_for_local_files(
@@ -279,8 +279,9 @@ def test_tminus_preview_prints_the_comment_for_local_files(
     path = tmp_path / "merge-trains.yaml"
     path.write_text(launch_file(retarget(l2, sandbox.url)))
     sandbox.clear_log()
-    text = preview_files(files=[str(path)])
-    assert text.startswith(PREVIEW_MARKER) and "### ✅" in text
+    out = preview_files(files=[str(path)])
+    text = out["markdown"]
+    assert out["ok"] and text.startswith(PREVIEW_MARKER) and "### ✅" in text
     assert f"`{path}`: `merge-trains-ga`" in text and "| create |" in text
     assert sandbox.writes() == []
 
@@ -295,3 +296,66 @@ def test_tminus_preview_refuses_an_invalid_file_before_starting_anything(
     assert main(["preview", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "tier" in err and "Nothing was created or changed" in err
+
+
+def test_a_comment_someone_else_wrote_with_the_marker_is_left_alone(
+    sandbox: SandboxClient, repo_settings: Settings, l3: LaunchRequest
+) -> None:
+    gl = sandbox.gitlab()
+    project = gl.projects.get(REPO)
+    commit(project, "main", [{"action": "create", "file_path": "README.md", "content": "plans"}])
+    project.branches.create({"branch": "quoted", "ref": "main"})
+    content = launch_file(retarget(l3, sandbox.url))
+    commit(
+        project,
+        "quoted",
+        [{"action": "create", "file_path": "launches/q.yaml", "content": content}],
+    )
+    mr = project.mergerequests.create(
+        {"source_branch": "quoted", "target_branch": "main", "title": "Quoting the bot"}
+    )
+    someone = sandbox.sandbox.gitlab.user("someone", create=True)
+    assert someone is not None
+    quoted = f"Why does the bot write {PREVIEW_MARKER} here?"
+    with sandbox.sandbox.repo.tx() as db:
+        db.execute(
+            "INSERT INTO mr_notes (project_id, mr_iid, body, author_id, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, '2026-11-23T00:00:00Z', '2026-11-23T00:00:00Z')",
+            (project.id, mr.iid, quoted, someone["id"]),
+        )
+    out = preview(merge_request=mr_event(project, mr))
+    assert out["comment"] == "created"
+    bodies = [n.body for n in mr.notes.list(get_all=True)]
+    assert quoted in bodies and len([b for b in bodies if b.startswith(PREVIEW_MARKER)]) == 1
+
+
+def test_a_force_push_that_drops_a_launch_file_cancels_it(
+    sandbox: SandboxClient, repo_settings: Settings, l3: LaunchRequest
+) -> None:
+    """main rewound to an earlier commit: the straight compare sees the file gone."""
+    gl = sandbox.gitlab()
+    project = gl.projects.get(REPO)
+    request = retarget(l3, sandbox.url)
+    base = commit(project, "main", [{"action": "create", "file_path": "README.md", "content": "x"}])
+    added = commit(
+        project,
+        "main",
+        [{"action": "create", "file_path": "launches/f.yaml", "content": launch_file(request)}],
+    )
+    launch(request=request)
+    with sandbox.sandbox.repo.tx() as db:  # what `git push --force` of `base` does
+        db.execute(
+            "UPDATE repo_branches SET sha = ? WHERE project_id = ? AND name = 'main'",
+            (base, project.id),
+        )
+    out = apply_launches(
+        push=Push.model_validate(
+            {
+                "ref": "refs/heads/main",
+                "before": added,
+                "after": base,
+                "project": {"id": project.id, "path_with_namespace": REPO},
+            }
+        )
+    )
+    assert out["cancelled"] == {"launches/f.yaml": "updated"} and out["started"] == {}

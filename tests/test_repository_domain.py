@@ -145,10 +145,11 @@ def test_the_preview_lists_moved_dates_and_the_sales_correction_and_escapes_text
     )
     text = preview_markdown(preview)
     assert text.startswith(PREVIEW_MARKER)
-    assert "due_date 2027-01-12 -&gt; 2027-01-19" in text
+    assert "due\\_date 2027-01-12 -&gt; 2027-01-19" in text  # markdown-escaped
     assert "date 2027-01-19 -&gt; 2027-01-26" in text
     assert "would send the correction" in text
     assert "Blog \\| post" in text and "Dark mode \\| beta &lt;b&gt;" in text
+    assert "!4 at abcdef12" in text  # GitLab links the merge request
     assert "1 other items already match" in text
     assert "2 date(s) moved" in text
     assert preview.status() == ("success", "1 launch(es) checked, 3 change(s) on merge")
@@ -162,10 +163,36 @@ def test_an_invalid_file_fails_the_status_and_names_the_field() -> None:
     state, description = preview.status()
     assert state == "failed" and "launches/bad.yaml" in description
     text = preview_markdown(preview)
-    assert "Not valid" in text and "launch_date: not a date" in text
+    assert "Not valid" in text and "launch\\_date: not a date" in text
 
 
 def test_a_deleted_file_says_its_launch_is_cancelled() -> None:
     gone = LaunchPreview("launches/old.yaml", _request("old"), cancelled=True)
     text = preview_markdown(Preview("!6 at 0123abcd", (gone,)))
     assert "cancels launch `old`" in text and "nothing is deleted" in text
+
+
+def test_text_from_a_launch_file_cannot_mention_link_or_break_the_comment() -> None:
+    hostile = "@all ![t](http://t.example/p.png) [login](http://evil.example) `x` <img src=x>"
+    row = ActionResult("k", "activity", hostile, Outcome.created, detail="| @group")
+    text = preview_markdown(
+        Preview("!7 at 0123abcd", (LaunchPreview("launches/`odd`.yaml", _request(), (row,)),))
+    )
+    body = text.split("\n", 1)[1]  # after the marker, which is ours
+    assert "@all" not in body and "@group" not in body
+    assert "](" not in body and "<img" not in body
+    assert "`'odd'`.yaml" not in body and "`launches/'odd'.yaml`" in body
+
+
+def test_a_moved_launch_file_is_not_cancelled_and_two_files_for_one_slug_are_refused() -> None:
+    from tminus.domain.preview import same_slugs
+
+    kept = LaunchPreview("launches/new.yaml", _request("x"))
+    gone = LaunchPreview("launches/old.yaml", _request("x"), cancelled=True)
+    assert same_slugs([kept, gone]) == [kept]
+    twin = LaunchPreview("launches/twin.yaml", _request("x"))
+    refused = same_slugs([kept, twin])
+    assert all(
+        "slug 'x' is used by launches/new.yaml, launches/twin.yaml" in lp.problems[0]
+        for lp in refused
+    )
