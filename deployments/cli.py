@@ -411,7 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "plan", help="print what a launch file would create (reads nothing, writes nothing)"
+        "plan",
+        help="print what a launch file would create (writes nothing; reads only the team's "
+        "playbook from TMINUS_LAUNCHES_REPO when that is set)",
     )
     p.add_argument("file", help="launch file (YAML), e.g. examples/l1.yaml")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
