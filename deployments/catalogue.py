@@ -117,6 +117,11 @@ def catalogue(audit_cron: str, timezone: str) -> list[DeploymentSpec]:
             triggers=(RELEASE_TRIGGER,),
         ),
         DeploymentSpec(
+            name="recommend-tier",
+            entrypoint="flows/tier.py:recommend_tier",
+            description="Answer the tier questionnaire: the recommended tier, with reasons.",
+        ),
+        DeploymentSpec(
             name="preview",
             entrypoint="flows/preview.py:preview",
             description="Started by merge requests in the launches repository: one comment "

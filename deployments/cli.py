@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tminus.errors import InputError, IntegrationError, LaunchIncomplete, TminusError
+from tminus.errors import (
+    InputError,
+    IntegrationError,
+    LaunchFileError,
+    LaunchIncomplete,
+    TminusError,
+)
 from tminus.settings import Settings, load_settings
 
 EXIT_FAILED_ACTIONS = 1
@@ -382,6 +388,56 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if outcome["ok"] else EXIT_FAILED_ACTIONS
 
 
+def _ask_assessment() -> dict[str, Any]:
+    """The tier questionnaire in the terminal: y/n per criterion, then the audience."""
+    from tminus.domain.tiering import AUDIENCE_QUESTION, QUESTIONS, Audience
+
+    answers: dict[str, Any] = {}
+    for name, question in QUESTIONS.items():
+        while (said := input(f"{question} [y/n] ").strip().lower()) not in ("y", "n", "yes", "no"):
+            print("  answer y or n")
+        answers[name] = said.startswith("y")
+    choices = "/".join(a.value for a in Audience)
+    while (said := input(f"{AUDIENCE_QUESTION} [{choices}] ").strip().lower()) not in {
+        a.value for a in Audience
+    }:
+        print(f"  answer one of {choices}")
+    answers["audience"] = said
+    return answers
+
+
+def cmd_tier(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from tminus.domain.tiering import TierAssessment, recommend, recommendation_markdown
+    from tminus.domain.validation import describe_validation_error
+    from tminus.integrations.files import load_playbook, read_yaml_mapping
+    from tminus.integrations.gitlab_repo import team_playbook
+
+    chosen, prefix = None, ""
+    if args.file:
+        data = read_yaml_mapping(Path(args.file), LaunchFileError)
+        raw: Any = data
+        if "tier_assessment" in data:  # a launch file: its answers, and the tier it chose
+            raw, chosen, prefix = data["tier_assessment"], data.get("tier"), "tier_assessment."
+        source = args.file
+    elif sys.stdin.isatty():
+        raw, source = _ask_assessment(), "your answers"
+    else:
+        raise InputError("tminus tier", ["no terminal to ask in: give a file with the answers"])
+    try:
+        assessment = TierAssessment.model_validate(raw)
+    except ValidationError as exc:
+        problems = [prefix + p for p in describe_validation_error(exc)]
+        raise LaunchFileError(source, problems) from None
+    playbook = load_playbook(args.playbook) if args.playbook else team_playbook(settings)
+    rec = recommend(assessment, playbook.tier_recommendation)
+    print(recommendation_markdown(rec, assessment))
+    if chosen is not None and chosen != rec.tier.value:
+        print(f"The file says tier {chosen}: keep it with tier_override (by, why), or change it.")
+    return 0
+
+
 def cmd_playbook(args: argparse.Namespace, settings: Settings) -> int:
     from tminus.domain.request import Tier
     from tminus.integrations.files import load_playbook
@@ -444,7 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "serve",
-        help="serve the launch, on-release, preview, apply-launches and audit deployments (and "
+        help="serve the launch, on-release, recommend-tier, preview, apply-launches and audit "
+        "deployments (and "
         "the webhook receiver) until interrupted",
     )
     p.add_argument("--no-receiver", action="store_true", help="do not start the webhook receiver")
@@ -515,6 +572,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help="launch files (YAML)")
     p.add_argument("--playbook", help="preview with this playbook (default: the team's)")
     p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser(
+        "tier",
+        help="recommend a tier: asks the questionnaire in the terminal, or reads the answers "
+        "from a file (a launch file's tier_assessment, or the answers alone)",
+    )
+    p.add_argument("file", nargs="?", help="YAML with the answers (default: ask)")
+    p.add_argument("--playbook", help="score with this playbook (default: the team's)")
+    p.set_defaults(func=cmd_tier)
 
     p = sub.add_parser("playbook", help="show (and validate) a playbook's activity matrix")
     p.add_argument(

@@ -74,7 +74,7 @@ def run_demo(settings: Settings, request: LaunchRequest, ui_url: str) -> int:
         print(f"  GitLab issues:   {base}/{request.project}/-/issues")
         print(f"  Launch calendar: {base}/calendar/")
         print(f"  Sales channel:   {base}/slack/")
-    names = "launch, on-release, preview, apply-launches, audit"
+    names = "launch, on-release, recommend-tier, preview, apply-launches, audit"
     print(f"  Prefect UI:      {ui_url}  (deployments: {names})")
     print(
         f"  Webhook URL:     http://127.0.0.1:{settings.webhook_port}/hooks/gitlab  "

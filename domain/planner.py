@@ -35,6 +35,7 @@ from tminus.domain.playbook import (
     time_limit,
 )
 from tminus.domain.request import LaunchRequest
+from tminus.domain.tiering import TierRecommendation, recommend
 from tminus.errors import LaunchFileError
 
 LAUNCH_DAY = "launch-day"
@@ -74,6 +75,47 @@ def check_request(
             )
     if problems:
         raise LaunchFileError(source, problems)
+
+
+def tier_decision(request: LaunchRequest, playbook: Playbook) -> TierRecommendation | None:
+    """What the request's questionnaire recommends under this playbook (None: no answers)."""
+    if request.tier_assessment is None:
+        return None
+    return recommend(request.tier_assessment, playbook.tier_recommendation)
+
+
+def tier_section(request: LaunchRequest, playbook: Playbook) -> str:
+    """The tracking issue's record of how the tier was chosen (empty without answers)."""
+    decision = tier_decision(request, playbook)
+    if decision is None:
+        return ""
+    lines = [
+        "### Tier decision",
+        "",
+        f"The questionnaire recommends **{decision.tier.value}** ({'; '.join(decision.reasons)}).",
+    ]
+    override = request.tier_override
+    if decision.tier is request.tier:
+        lines.append(f"Chosen: **{request.tier.value}**, as recommended.")
+    elif override is not None:
+        lines.append(
+            f"Chosen: **{request.tier.value}** by @{override.by}, overriding it: {override.why}"
+        )
+    else:
+        lines.append(f"Chosen: **{request.tier.value}**, with no override recorded.")
+    return "\n".join(lines) + "\n\n"
+
+
+def tier_warning(request: LaunchRequest, playbook: Playbook) -> str | None:
+    """A tier other than the recommended one, with nobody named for it."""
+    decision = tier_decision(request, playbook)
+    if decision is None or decision.tier is request.tier or request.tier_override is not None:
+        return None
+    return (
+        f"tier {request.tier.value} is not the questionnaire's recommendation, "
+        f"{decision.summary()}: set tier: {decision.tier.value}, or record who chose "
+        f"{request.tier.value} and why in tier_override (by, why)"
+    )
 
 
 def fit_to_tier(request: LaunchRequest, playbook: Playbook) -> tuple[LaunchRequest, list[str]]:
@@ -275,6 +317,7 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
             TRACKING_MAX,
         )
         + "\n\n"
+        + tier_section(request, playbook)
         + request_marker(request),
         labels=labels(["launch-issue::tracking"]),
         due_date=request.launch_date,
@@ -283,6 +326,8 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
     )
     if request.launch_date < today:
         warnings.insert(0, f"launch day {request.launch_date} is in the past")
+    if (unexplained := tier_warning(request, playbook)) is not None:
+        warnings.append(unexplained)
 
     return Plan(
         request=request,

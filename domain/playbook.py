@@ -34,6 +34,7 @@ from markupsafe import EscapeFormatter, Markup
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from tminus.domain.request import SLUG_PATTERN, Feature, Label, LaunchRequest, Line, Tier
+from tminus.domain.tiering import TierScoring
 from tminus.domain.validation import (
     clip,
     describe_validation_error,
@@ -151,6 +152,10 @@ class Playbook(BaseModel):
     tracking_issue: TrackingIssue
     sister_issue: SisterIssue
     activities: list[Activity] = Field(min_length=1, max_length=100)
+    tier_recommendation: TierScoring = Field(
+        default=TierScoring(),
+        description="How the tier questionnaire's answers become a recommended tier.",
+    )
     _source: str = PrivateAttr(default="playbook")
 
     @property

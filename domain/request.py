@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import (
@@ -23,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from tminus.domain.tiering import Tier as Tier
+from tminus.domain.tiering import TierAssessment
 from tminus.domain.validation import (
     describe_validation_error,
     parse_yaml_mapping,
@@ -112,18 +113,6 @@ def project_problem(value: str) -> str | None:
     return None
 
 
-class Tier(str, Enum):
-    """How big a launch is; decides which activities it gets."""
-
-    L1 = "L1"
-    L2 = "L2"
-    L3 = "L3"
-
-    @property
-    def size(self) -> str:
-        return {"L1": "Large", "L2": "Medium", "L3": "Small"}[self.value]
-
-
 class Feature(BaseModel):
     """A priority feature of the launch: gets a sister marketing issue and page checks."""
 
@@ -190,6 +179,20 @@ class Pitch(BaseModel):
         return self
 
 
+class TierOverride(BaseModel):
+    """Who chose a tier other than the questionnaire's, and why (shown on the tracking issue)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    by: Username = Field(description="GitLab username of who decided.")
+    why: Text = Field(min_length=10, max_length=500, description="Why this tier.")
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _strip_at(cls, value: Any) -> Any:
+        return value.lstrip("@") if isinstance(value, str) else value
+
+
 class LaunchRequest(BaseModel):
     """A launch decision: what ships, when, how big, and who owns it."""
 
@@ -249,6 +252,14 @@ class LaunchRequest(BaseModel):
     blog_url: HttpUrl | None = Field(default=None, description="Sales kit: the launch blog post.")
     training: Text | None = Field(
         default=None, max_length=280, description="Sales kit: where and when sales is trained."
+    )
+    tier_assessment: TierAssessment | None = Field(
+        default=None,
+        description="The tier questionnaire's answers; the launch records the recommended tier.",
+    )
+    tier_override: TierOverride | None = Field(
+        default=None,
+        description="When the tier differs from the recommended one: who chose it, and why.",
     )
 
     @field_validator("owner", mode="before")

@@ -227,7 +227,14 @@ def test_two_workers_on_postgres_run_launch_release_and_audit(
     logs: Path = layout["logs"]
     with get_client(sync_client=True) as client:
         deployments = {d.name for d in client.read_deployments()}
-        assert deployments == {"launch", "on-release", "preview", "apply-launches", "audit"}
+        assert deployments == {
+            "launch",
+            "on-release",
+            "recommend-tier",
+            "preview",
+            "apply-launches",
+            "audit",
+        }
         assert client.read_work_pool("tminus").type == "process"
 
     # The same launch twice at once, and a GitLab release, all through the workers.
