@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,6 +98,28 @@ class Outbox:
                 (delivery_key, event_id, event_json, _now()),
             )
             return cur.rowcount == 1
+
+    def add_many(self, rows: Sequence[tuple[str, str, str]]) -> list[bool]:
+        """Store several deliveries (delivery key, event id, event JSON) in one transaction, so
+        one fsync covers them all; per row, False when its key is already stored."""
+        now = _now()
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                added = [
+                    self._conn.execute(
+                        "INSERT INTO outbox (delivery_key, event_id, event_json, created_at)"
+                        " VALUES (?, ?, ?, ?) ON CONFLICT (delivery_key) DO NOTHING",
+                        (key, event_id, event_json, now),
+                    ).rowcount
+                    == 1
+                    for key, event_id, event_json in rows
+                ]
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        return added
 
     def get(self, delivery_key: str) -> OutboxRow | None:
         with self._lock:

@@ -1069,3 +1069,53 @@ def test_json_depth_takes_linear_time_on_hostile_bodies(body: bytes) -> None:
     started = time.perf_counter()
     json_depth(body)
     assert time.perf_counter() - started < 1.0
+
+
+def test_concurrent_deliveries_share_commits_and_each_answer_is_its_own(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    """60 deliveries at once (every third a resend of another): each accepted one is stored
+    once and each resend is a duplicate, however the writes were grouped into commits (how
+    much they group depends on the disk: benchmarks/webhook_ingest.py prints it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tminus.deployments.outbox import Outbox
+
+    stand_in, api = prefect_events
+    receiver = receiver_factory(api)
+    keys = [f"burst-{n // 3 * 3}" if n % 3 == 2 else f"burst-{n}" for n in range(60)]
+    commits: list[int] = []
+    original = Outbox.add_many
+
+    def counted(self: Outbox, rows: Any) -> list[bool]:
+        commits.append(len(rows))
+        return original(self, rows)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Outbox, "add_many", counted)
+        with ThreadPoolExecutor(30) as pool:
+            answers = list(
+                pool.map(lambda key: receiver.post(Idempotency_Key=key).status_code, keys)
+            )
+    assert sum(commits) == 60
+    unique = len(set(keys))
+    assert answers.count(202) == unique and answers.count(200) == 60 - unique
+    wait_until(lambda: len(stand_in.received()) == unique)
+    settle()
+    assert len(stand_in.received()) == unique
+
+
+def test_add_many_refuses_a_key_stored_before_or_earlier_in_the_batch(tmp_path: Path) -> None:
+    from tminus.deployments.outbox import Outbox
+
+    outbox = Outbox(tmp_path / "o.sqlite3")
+    try:
+        assert outbox.add("a", "ea", "{}")
+        assert outbox.add_many([("b", "eb", "{}"), ("a", "ea", "{}"), ("b", "eb", "{}")]) == [
+            True,
+            False,
+            False,
+        ]
+        assert [r.delivery_key for r in outbox.pending()] == ["a", "b"]
+    finally:
+        outbox.close()
