@@ -118,6 +118,15 @@ class IssueTracker(Protocol):
 
     def link_issues(self, project: str, iid: int, target_iid: int) -> None: ...
 
+    def blocker_iids(self, project: str, iid: int) -> set[int]:
+        """The issues linked as blocking ``iid`` (GitLab's ``is_blocked_by`` links)."""
+        ...
+
+    def block_issue(self, project: str, blocker_iid: int, blocked_iid: int) -> bool:
+        """Link ``blocker_iid`` as blocking ``blocked_iid`` (idempotent). False, and no link,
+        when this GitLab has no blocking links (Free) or the two are linked otherwise."""
+        ...
+
     def add_note(self, project: str, iid: int, body: str) -> int: ...
 
     def find_note(
