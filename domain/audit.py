@@ -8,6 +8,9 @@ passing (pages count fully when the launch has no page checks). Status:
 - ``at-risk``: an open issue is past its due date, or a page fails within a week of launch,
   or launch day has passed without being ready;
 - ``on-track``: anything else.
+
+Blocked work (an open issue waiting for an open one, the playbook's ``depends_on``) is listed;
+when it is overdue, the reminder goes to the owner of what blocks it, not to its own owner.
 """
 
 from __future__ import annotations
@@ -34,6 +37,21 @@ class Overdue:
         return self.issue.assignees
 
 
+@dataclass(frozen=True)
+class Blocked:
+    issue: IssueState
+    by: tuple[IssueState, ...]  # the open issues it waits for
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """Today's one reminder on ``issue``: its own lateness and the overdue work it holds up."""
+
+    issue: IssueState
+    late: int | None  # days overdue itself, or None
+    holding_up: tuple[Overdue, ...] = ()
+
+
 @dataclass
 class LaunchAudit:
     slug: str
@@ -46,6 +64,7 @@ class LaunchAudit:
     pages_total: int = 0
     pages_failing: list[str] = field(default_factory=list)
     calendar_drift: int = 0
+    blocked: list[Blocked] = field(default_factory=list)
 
     @property
     def share_done(self) -> float:
@@ -86,8 +105,11 @@ def audit_launch(
     pages_total: int = 0,
     pages_failing: list[str] | None = None,
     calendar_drift: int = 0,
+    depends_on: dict[str, tuple[str, ...]] | None = None,
 ) -> LaunchAudit:
-    """Audit the activity and sister issues of one launch (the tracking issue excluded)."""
+    """Audit the activity and sister issues of one launch (the tracking issue excluded).
+
+    ``depends_on``: issue key -> keys of the issues it waits for (the plan's)."""
     work = [
         i
         for i in issues
@@ -101,6 +123,13 @@ def audit_launch(
         if i.state == "opened" and i.due_date is not None and i.due_date < today
     ]
     overdue.sort(key=lambda o: (-o.days, o.issue.iid))
+    by_key = {i.key: i for i in work}
+    blocked = []
+    for i in work:
+        waits = (by_key.get(k) for k in (depends_on or {}).get(i.key or "", ()))
+        by = tuple(d for d in waits if d is not None and d.state == "opened")
+        if i.state == "opened" and by:
+            blocked.append(Blocked(i, by))
     return LaunchAudit(
         slug=slug,
         title=title,
@@ -112,7 +141,38 @@ def audit_launch(
         pages_total=pages_total,
         pages_failing=list(pages_failing or []),
         calendar_drift=calendar_drift,
+        blocked=blocked,
     )
+
+
+def reminders(audit: LaunchAudit) -> list[Reminder]:
+    """Who is nagged today, one reminder per issue: overdue work that waits for nothing
+    reminds its own owner; overdue work that is blocked reminds the owners of what blocks it
+    (followed down to the open issues that wait for nothing themselves)."""
+    blockers = {b.issue.iid: b.by for b in audit.blocked}
+
+    def roots(issue: IssueState, seen: frozenset[int] = frozenset()) -> list[IssueState]:
+        if issue.iid not in blockers or issue.iid in seen:
+            return [issue]
+        return [r for b in blockers[issue.iid] for r in roots(b, seen | {issue.iid})]
+
+    late: dict[int, int] = {}
+    holding: dict[int, list[Overdue]] = {}
+    issues: dict[int, IssueState] = {}
+    for o in audit.overdue:
+        if o.issue.iid not in blockers:
+            late[o.issue.iid] = o.days
+            issues[o.issue.iid] = o.issue
+            continue
+        for root in roots(o.issue):
+            issues[root.iid] = root
+            held = holding.setdefault(root.iid, [])
+            if o not in held:
+                held.append(o)
+    return [
+        Reminder(issue, late.get(iid), tuple(holding.get(iid, ())))
+        for iid, issue in sorted(issues.items())
+    ]
 
 
 def audit_note(audit: LaunchAudit, owner: str) -> str:
@@ -131,6 +191,7 @@ def audit_note(audit: LaunchAudit, owner: str) -> str:
     if audit.pages_total:
         failing = len(audit.pages_failing)
         lines.append(f"| pages live | {audit.pages_total - failing} of {audit.pages_total} |")
+    lines.append(f"| blocked | {len(audit.blocked) or 'none'} |")
     lines.append(f"| calendar | {audit.calendar_drift or 'no'} entries out of date |")
     if audit.overdue:
         lines += ["", "**Overdue**", ""]
@@ -140,6 +201,14 @@ def audit_note(audit: LaunchAudit, owner: str) -> str:
             lines.append(
                 f"- #{issue.iid} {issue.title}: due {issue.due_date}, {o.days} days ago, {who}"
             )
+    if audit.blocked:
+        lines += ["", "**Blocked**", ""]
+        for b in audit.blocked:
+            by = ", ".join(
+                f"#{d.iid} ({', '.join(f'@{u}' for u in d.assignees) or 'unassigned'})"
+                for d in b.by
+            )
+            lines.append(f"- #{b.issue.iid} {b.issue.title}: waits for {by}")
     if audit.pages_failing:
         lines += ["", "**Pages failing**", ""]
         lines += [f"- {reason}" for reason in audit.pages_failing]
@@ -153,6 +222,27 @@ def reminder_note(overdue: Overdue, owner: str, today: date) -> str:
         f"{who} reminder from the launch audit: this was due {overdue.issue.due_date} "
         f"({overdue.days} days ago). Close it when it is done, or tell @{owner} the new date."
     )
+
+
+def reminder_body(reminder: Reminder, owner: str, today: date) -> str:
+    """The note of one reminder; for overdue work alone, the same as ``reminder_note``."""
+    issue = reminder.issue
+    if not reminder.holding_up and reminder.late is not None:
+        return reminder_note(Overdue(issue, reminder.late), owner, today)
+    who = " ".join(f"@{u}" for u in issue.assignees) or f"@{owner}"
+    lines = [
+        f"<!-- {REMINDER_MARKER} {today.isoformat()} -->",
+        f"{who} reminder from the launch audit:",
+    ]
+    if reminder.late is not None:
+        lines.append(f"- this was due {issue.due_date} ({reminder.late} days ago);")
+    for o in reminder.holding_up:
+        lines.append(
+            f"- #{o.issue.iid} {o.issue.title} waits for this, and was due {o.issue.due_date} "
+            f"({o.days} days ago);"
+        )
+    lines.append(f"Close it when it is done, or tell @{owner} the new date.")
+    return "\n".join(lines)
 
 
 def reminder_marker(today: date) -> str:

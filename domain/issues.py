@@ -30,6 +30,8 @@ from tminus.domain.results import ActionResult, Outcome
 MANAGED_LABEL_PREFIXES = ("launch-tier::", "launch-issue::")
 DROPPED_LABEL = "launch-status::dropped"
 CANCELLED_LABEL = "launch-status::cancelled"  # on a tracking issue; a new run resumes it
+# On an issue waiting for an open one, where GitLab has no blocking links (Free).
+BLOCKED_LABEL = "launch-blocked"
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,15 @@ class IssueTracker(Protocol):
     def linked_iids(self, project: str, iid: int) -> set[int]: ...
 
     def link_issues(self, project: str, iid: int, target_iid: int) -> None: ...
+
+    def blocker_iids(self, project: str, iid: int) -> set[int]:
+        """The issues linked as blocking ``iid`` (GitLab's ``is_blocked_by`` links)."""
+        ...
+
+    def block_issue(self, project: str, blocker_iid: int, blocked_iid: int) -> bool:
+        """Link ``blocker_iid`` as blocking ``blocked_iid`` (idempotent). False, and no link,
+        when this GitLab has no blocking links (Free) or the two are linked otherwise."""
+        ...
 
     def add_note(self, project: str, iid: int, body: str) -> int: ...
 
@@ -370,7 +381,41 @@ class LinkIssues:
         )
 
 
-IssueChange = CreateLabels | CreateIssue | UpdateIssue | DropIssue | LinkIssues
+@dataclass(frozen=True)
+class BlockIssue:
+    """Show that an issue waits for open ones (its description says which, always): GitLab links
+    each as blocking it; where GitLab has no blocking links (Free), the issue gets the label
+    ``launch-blocked`` instead, removed once nothing it waits for is open."""
+
+    key: str
+    title: str
+    iid: int
+    url: str | None
+    blockers: tuple[int, ...]  # the open issues it waits for
+    link: tuple[int, ...]  # of those, the ones not linked as blocking yet
+    unlabel: bool = False
+
+    def planned(self) -> ActionResult:
+        refs = ", ".join(f"#{i}" for i in self.blockers)
+        if self.unlabel:
+            outcome, detail = Outcome.updated, f"not blocked any more: {BLOCKED_LABEL} removed"
+        elif self.link:
+            outcome = Outcome.created
+            detail = f"blocked by {refs}: linking {', '.join(f'#{i}' for i in self.link)}"
+        else:
+            outcome, detail = Outcome.unchanged, f"blocked by {refs}" if refs else "not blocked"
+        return ActionResult(
+            key=f"{self.key}/blocked-by",
+            kind="blocked-by",
+            title=self.title,
+            outcome=outcome,
+            url=self.url,
+            iid=self.iid,
+            detail=detail,
+        )
+
+
+IssueChange = CreateLabels | CreateIssue | UpdateIssue | DropIssue | LinkIssues | BlockIssue
 
 
 def label_change(plan: Plan, have: set[str]) -> CreateLabels:
@@ -406,3 +451,38 @@ def drop_changes(plan: Plan, existing: dict[str, IssueState]) -> list[DropIssue]
 
 def link_change(tracking_iid: int, iids: list[int], linked: set[int]) -> LinkIssues:
     return LinkIssues(tracking_iid, tuple(i for i in iids if i not in linked), len(iids))
+
+
+def block_change(
+    spec: IssueSpec,
+    issue: IssueState,
+    dependencies: dict[str, IssueState],
+    linked: set[int],
+) -> BlockIssue:
+    """What shows that ``issue`` (``spec``'s) waits for its open dependencies: the blocking
+    links it lacks, or, where it carries the fallback label, that label while one is open.
+
+    ``dependencies`` are the issues of ``spec.depends_on`` as they will be after this run (a
+    dropped one is reopened); ``linked`` the iids already linked as blocking ``issue``.
+    """
+    is_open = issue.state == "opened"
+    blockers = tuple(
+        dep.iid
+        for key in spec.depends_on
+        if (dep := dependencies.get(key)) is not None
+        and (dep.state == "opened" or DROPPED_LABEL in dep.labels)
+    )
+    if not is_open:
+        blockers = ()
+    labelled = BLOCKED_LABEL in issue.labels
+    # Once labelled, this GitLab has shown it has no blocking links: not asked again.
+    link = () if labelled else tuple(b for b in blockers if b not in linked)
+    return BlockIssue(
+        key=spec.key,
+        title=spec.title,
+        iid=issue.iid,
+        url=issue.web_url or None,
+        blockers=blockers,
+        link=link,
+        unlabel=labelled and not blockers and is_open,
+    )

@@ -46,6 +46,7 @@ class IssueSpec(BaseModel):
     assignee: str | None
     activity_key: str | None = None
     overdue: bool = False
+    depends_on: tuple[str, ...] = ()  # keys of the issues this one waits for
 
 
 class CalendarSpec(BaseModel):

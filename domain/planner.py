@@ -152,6 +152,31 @@ def assignee_for(role: str, request: LaunchRequest) -> str | None:
     return request.owner if role == "pmm" else None
 
 
+def blocked_by_line(deps: tuple[str, ...]) -> str:
+    """The line an issue that waits for others starts with; the reconciler fills in the refs."""
+    refs = ", ".join(ref_placeholder(key) for key in deps)
+    return f"**Blocked by** {refs}: start once {'it is' if len(deps) == 1 else 'they are'} closed."
+
+
+def dependency_warnings(
+    playbook: Playbook, planned: set[str], dues: dict[str, tuple[str, date]]
+) -> list[str]:
+    """A warning for each dependency due after the activity that waits for it."""
+    out = []
+    for act in playbook.activities:
+        if act.key not in planned or act.key not in dues:
+            continue
+        title, day = dues[act.key]
+        for dep in act.depends_on:
+            if dep in dues and dues[dep][1] > day:
+                dep_title, dep_day = dues[dep]
+                out.append(
+                    f"{title} ({act.key}) is due {day} but waits for {dep_title} ({dep}), due "
+                    f"{dep_day}: move one of the lead times, or drop the dependency"
+                )
+    return out
+
+
 def plan_launch(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
     """Plan a launch. ``today`` is passed in so the same inputs always give the same plan.
 
@@ -206,6 +231,8 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
     checks: list[CheckSpec] = []
     notification: NotificationSpec | None = None
     checklist_lines: list[str] = []
+    planned = {a.key for a in playbook.activities if applies(a, request)}
+    dues: dict[str, tuple[str, date]] = {}  # activity key -> (title, due date)
 
     for i, act in enumerate(playbook.activities):
         if not applies(act, request):
@@ -218,9 +245,14 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
         full_title = issue_title(f"{title}: {request.title}", where=f"{at}.title", source=source)
         late = overdue(day, f"{title} ({act.key})")
         who = f"@{owner}" if owner else playbook.roles[act.owner_role]
+        dues[act.key] = (title, day)
         if act.kind is Kind.issue:
             key = f"{slug}/activity/{act.key}"
+            # A dependency this tier does not plan is no dependency: nothing to wait for.
+            deps = tuple(f"{slug}/activity/{d}" for d in act.depends_on if d in planned)
             body = text(act.description, ctx, f"{at}.description")
+            if deps:
+                body = f"{blocked_by_line(deps)}\n\n{body}".strip()
             items = [
                 text(item, ctx, f"{at}.checklist[{j}]", ITEM_MAX)
                 for j, item in enumerate(act.checklist)
@@ -237,6 +269,7 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
                     assignee=owner,
                     activity_key=act.key,
                     overdue=late,
+                    depends_on=deps,
                 )
             )
             checklist_lines.append(f"**{title}** — {ref_placeholder(key)}, due {day}, {who}")
@@ -272,6 +305,8 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
                 overdue=late,
             )
             checklist_lines.append(f"**{title}** — sent by tminus, due {day}, {who}")
+
+    warnings += dependency_warnings(playbook, planned, dues)
 
     sister = playbook.sister_issue
     sister_due = due(sister.lead_time_days)

@@ -98,6 +98,12 @@ class Activity(BaseModel):
     checklist: list[ItemTemplate] = Field(
         default=[], max_length=50, description="Checklist item templates."
     )
+    depends_on: list[Slug] = Field(
+        default=[],
+        max_length=20,
+        description="Keys of the issue activities this one waits for; on a tier that does not "
+        "plan one of them, that dependency is dropped.",
+    )
 
     @model_validator(mode="after")
     def _has_tiers(self) -> Activity:
@@ -179,6 +185,35 @@ class Playbook(BaseModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _dependencies(self) -> Playbook:
+        """depends_on names issue activities of this playbook, once each, and makes no cycle."""
+        acts = {a.key: a for a in self.activities}
+        for i, act in enumerate(self.activities):
+            at = f"activities[{i}] ({act.key}).depends_on"
+            for j, dep in enumerate(act.depends_on):
+                if dep == act.key:
+                    raise ValueError(f"{at}[{j}]: an activity cannot depend on itself; remove it")
+                if dep not in acts:
+                    raise ValueError(
+                        f"{at}[{j}]: got {dep!r}: no such activity; activities: "
+                        f"{clip(', '.join(acts), 300)}"
+                    )
+                if dep in act.depends_on[:j]:
+                    raise ValueError(f"{at}[{j}]: {dep!r} is listed twice; remove one")
+                for what, other in (("it", act), (repr(dep), acts[dep])):
+                    if other.kind is not Kind.issue:
+                        raise ValueError(
+                            f"{at}[{j}]: {what} is a {other.kind.value} activity; only issue "
+                            "activities can wait for one another (their issues show it)"
+                        )
+        cycle = _cycle({a.key: a.depends_on for a in self.activities})
+        if cycle:
+            raise ValueError(
+                f"depends_on makes a cycle: {' -> '.join(cycle)}; remove one of these dependencies"
+            )
+        return self
+
     def activity(self, key: str) -> Activity:
         for act in self.activities:
             if act.key == key:
@@ -187,6 +222,32 @@ class Playbook(BaseModel):
 
     def sometimes_keys(self, tier: Tier) -> list[str]:
         return [a.key for a in self.activities if a.frequency(tier) is Frequency.sometimes]
+
+
+def _cycle(edges: dict[str, list[str]]) -> list[str]:
+    """One dependency cycle as a path that ends where it starts (``a -> b -> a``), or []."""
+    done: set[str] = set()
+    for start in edges:
+        if start in done:
+            continue
+        path: list[str] = []
+        stack = [(start, iter(edges[start]))]
+        on_path = {start}
+        path.append(start)
+        while stack:
+            node, deps = stack[-1]
+            dep = next(deps, None)
+            if dep is None:
+                stack.pop()
+                on_path.discard(path.pop())
+                done.add(node)
+            elif dep in on_path:
+                return [*path[path.index(dep) :], dep]
+            elif dep not in done and dep in edges:
+                stack.append((dep, iter(edges[dep])))
+                on_path.add(dep)
+                path.append(dep)
+    return []
 
 
 # --- templates: sandboxed, and bounded in time and size ---------------------------------

@@ -21,8 +21,9 @@ from tminus.domain.audit import (
     STATUSES,
     audit_launch,
     audit_note,
+    reminder_body,
     reminder_marker,
-    reminder_note,
+    reminders,
 )
 from tminus.domain.calendar import LaunchCalendar, diff_calendar
 from tminus.domain.issues import CANCELLED_LABEL, IssueState, IssueTracker, IssueWrite
@@ -105,6 +106,7 @@ def audit_one(
         pages_total=pages_total,
         pages_failing=pages_failing,
         calendar_drift=calendar_drift,
+        depends_on={s.key: s.depends_on for s in plan.issues if s.depends_on},
     )
     body = audit_note(audit, request.owner)
     found = tracker.find_note(project, tracking.iid, AUDIT_NOTE_MARKER)
@@ -129,9 +131,9 @@ def audit_one(
         )
 
     reminded = 0
-    for item in audit.overdue:
+    for item in reminders(audit):
         if tracker.find_note(project, item.issue.iid, reminder_marker(today)) is None:
-            tracker.add_note(project, item.issue.iid, reminder_note(item, request.owner, today))
+            tracker.add_note(project, item.issue.iid, reminder_body(item, request.owner, today))
             reminded += 1
     return {
         "launch": request.slug,
@@ -141,6 +143,7 @@ def audit_one(
         "readiness": audit.readiness,
         "done": f"{audit.done}/{audit.total}",
         "overdue": len(audit.overdue),
+        "blocked": len(audit.blocked),
         "reminded": reminded,
         "pages_failing": len(audit.pages_failing),
         "calendar_drift": audit.calendar_drift,
@@ -159,7 +162,8 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
     """Audit every open launch (each open tracking issue): share of activities done, overdue
     activities, pages re-checked, calendar drift, a readiness score. Updates one audit note per
     launch in place, sets `launch-status::on-track | at-risk | ready`, reminds owners of overdue
-    work at most once a day, and publishes the table under the artifact key `launch-audit`.
+    work at most once a day (for blocked work, the owners of what blocks it), and publishes
+    the table under the artifact key `launch-audit`.
     """
     logger = get_run_logger()
     settings = load_settings()

@@ -441,6 +441,40 @@ class GitLabTracker(GitLabCalls):
             if exc.status != 409:  # already linked
                 raise
 
+    def blocker_iids(self, project: str, iid: int) -> set[int]:
+        issue = self._project(project).issues.get(iid, lazy=True)
+        pid = self._project_id(project)
+        links = self._call(f"links of {project}#{iid}", lambda: issue.links.list(get_all=True))
+        return {
+            int(link.iid)
+            for link in links
+            if int(link.project_id) == pid and getattr(link, "link_type", "") == "is_blocked_by"
+        }
+
+    def block_issue(self, project: str, blocker_iid: int, blocked_iid: int) -> bool:
+        issue = self._project(project).issues.get(blocker_iid, lazy=True)
+        pid = self._project_id(project)
+        try:
+            self._call(
+                f"link {project}#{blocker_iid} blocks #{blocked_iid}",
+                lambda: issue.links.create(
+                    {
+                        "target_project_id": pid,
+                        "target_issue_iid": blocked_iid,
+                        "link_type": "blocks",
+                    }
+                ),
+            )
+        except PermanentError as exc:
+            if exc.status == 403:
+                # GitLab Free: "Blocked issues not available for current license" (relates_to
+                # links, which the same token makes, still work).
+                return False
+            if exc.status == 409:  # linked already: as blocking (a retry), or as related
+                return blocker_iid in self.blocker_iids(project, blocked_iid)
+            raise
+        return True
+
     def add_note(self, project: str, iid: int, body: str) -> int:
         """Add a note; return its id. After a lost answer, a note with this exact body is
         looked up before the note is sent again."""

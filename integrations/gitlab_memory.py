@@ -24,14 +24,22 @@ class _Project:
     labels: set[str] = field(default_factory=set)
     issues: dict[int, IssueState] = field(default_factory=dict)
     links: dict[int, set[int]] = field(default_factory=dict)
+    blocks: set[tuple[int, int]] = field(default_factory=set)  # (blocker, blocked)
     notes: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
 
 
 class MemoryTracker:
     """``IssueTracker`` in memory. ``projects`` and ``users`` (username -> id) must exist."""
 
-    def __init__(self, projects: list[str], users: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        projects: list[str],
+        users: dict[str, int] | None = None,
+        *,
+        blocking_links: bool = True,
+    ) -> None:
         self.url = "memory://gitlab"
+        self.blocking_links = blocking_links  # False: like GitLab Free, which has none
         self._projects = {name: _Project() for name in projects}
         self._users = dict(users or {})
         self._next_note = 1
@@ -102,6 +110,11 @@ class MemoryTracker:
         with self._lock:
             self._issue(project, iid)
             return set(self._project(project).links.get(iid, set()))
+
+    def blocker_iids(self, project: str, iid: int) -> set[int]:
+        with self._lock:
+            self._issue(project, iid)
+            return {a for a, b in self._project(project).blocks if b == iid}
 
     def find_note(
         self, project: str, iid: int, text: str, after: int | None = None
@@ -174,6 +187,20 @@ class MemoryTracker:
             links = self._project(project).links
             links.setdefault(iid, set()).add(target_iid)
             links.setdefault(target_iid, set()).add(iid)
+
+    def block_issue(self, project: str, blocker_iid: int, blocked_iid: int) -> bool:
+        with self._lock:
+            self._issue(project, blocker_iid)
+            self._issue(project, blocked_iid)
+            proj = self._project(project)
+            if not self.blocking_links:
+                return False
+            if blocked_iid in proj.links.get(blocker_iid, set()):  # linked already, some way
+                return (blocker_iid, blocked_iid) in proj.blocks
+            proj.links.setdefault(blocker_iid, set()).add(blocked_iid)
+            proj.links.setdefault(blocked_iid, set()).add(blocker_iid)
+            proj.blocks.add((blocker_iid, blocked_iid))
+            return True
 
     def add_note(self, project: str, iid: int, body: str) -> int:
         with self._lock:

@@ -9,6 +9,8 @@ GitLab by its key, so an issue someone deleted or edited is noticed on the next 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -16,7 +18,10 @@ from prefect.exceptions import MissingContextError
 
 from tminus.domain import markers
 from tminus.domain.issues import (
+    BLOCKED_LABEL,
     CANCELLED_LABEL,
+    DROPPED_LABEL,
+    BlockIssue,
     CreateIssue,
     CreateLabels,
     DropIssue,
@@ -26,6 +31,7 @@ from tminus.domain.issues import (
     IssueWrite,
     LinkIssues,
     UpdateIssue,
+    block_change,
     drop_changes,
     issue_change,
     label_change,
@@ -116,6 +122,12 @@ def observe_links(tracker: IssueTracker, project: str, iid: int) -> set[int]:
     return tracker.linked_iids(project, iid)
 
 
+@task(name="observe-blockers", cache_policy=NO_CACHE)
+def observe_blockers(tracker: IssueTracker, project: str, iid: int) -> set[int]:
+    """The issues linked as blocking ``iid`` (read only)."""
+    return tracker.blocker_iids(project, iid)
+
+
 @task(name="apply-issue-change", task_run_name="{change.key}", cache_policy=NO_CACHE)
 def apply_issue_change(tracker: IssueTracker, project: str, change: IssueChange) -> ActionResult:
     """Apply one change to GitLab and return its row (with the issue's URL and iid)."""
@@ -137,6 +149,18 @@ def apply_issue_change(tracker: IssueTracker, project: str, change: IssueChange)
         case LinkIssues(tracking_iid=tracking_iid, missing=missing):
             # One change, one task run; its links are made at once (no order between them).
             each(lambda iid: tracker.link_issues(project, tracking_iid, iid), missing)
+        case BlockIssue(iid=iid, link=link, unlabel=unlabel):
+            if unlabel:
+                tracker.update_issue(project, iid, IssueWrite(remove_labels=(BLOCKED_LABEL,)))
+            linked = each(lambda blocker: tracker.block_issue(project, blocker, iid), link)
+            if not all(linked):
+                # GitLab Free has no blocking links: the label shows it instead.
+                tracker.update_issue(project, iid, IssueWrite(add_labels=(BLOCKED_LABEL,)))
+                row.outcome = Outcome.updated
+                row.detail = (
+                    f"blocked by {', '.join(f'#{b}' for b in change.blockers)}: label "
+                    f"{BLOCKED_LABEL} (this GitLab has no blocking links)"
+                )
     return row
 
 
@@ -162,6 +186,7 @@ def reconcile_issues(
         return issue_change(spec, existing.get(spec.key), refs=refs, assignee_id=assignee)
 
     rows: list[ActionResult] = []
+    refs: dict[str, int] = {}
     try:
         labels = label_change(plan, observed_labels.result())
     except TminusError as exc:
@@ -169,10 +194,13 @@ def reconcile_issues(
         rows.append(_failed_row(f"{slug}/labels", "labels", "Labels", exc))
     else:
         rows += apply_changes(apply_issue_change, [labels], dry_run, tracker, project).results()
-    first: list[IssueChange] = [change(spec, {}) for spec in plan.issues]
-    rows += apply_changes(apply_issue_change, first, dry_run, tracker, project).results()
-    keys = {spec.key for spec in plan.issues}
-    refs = {r.key: r.iid for r in rows if r.key in keys and r.iid is not None}
+    # An issue that waits for others names them (#12): they are written in an earlier round.
+    for level in dependency_levels(plan.issues):
+        batch: list[IssueChange] = [change(spec, refs) for spec in level]
+        done = apply_changes(apply_issue_change, batch, dry_run, tracker, project).results()
+        rows += done
+        keys = {spec.key for spec in level}
+        refs |= {r.key: r.iid for r in done if r.key in keys and r.iid is not None}
 
     second = [change(plan.tracking, refs), *drop_changes(plan, existing)]
     done = apply_changes(apply_issue_change, second, dry_run, tracker, project).results()
@@ -189,7 +217,86 @@ def reconcile_issues(
         else:
             links = link_change(tracking.iid, list(refs.values()), linked)
             rows += apply_changes(apply_issue_change, [links], dry_run, tracker, project).results()
+    rows += _block_rows(tracker, plan, existing, rows, dry_run)
     return rows
+
+
+def dependency_levels(specs: tuple[IssueSpec, ...]) -> list[list[IssueSpec]]:
+    """``specs`` in rounds: first those that wait for none of them, then those that wait only
+    for earlier rounds, and so on (the playbook has no cycles)."""
+    keys = {s.key for s in specs}
+    level: dict[str, int] = {}
+
+    def depth(spec: IssueSpec) -> int:
+        if spec.key not in level:
+            deps = [by_key[d] for d in spec.depends_on if d in keys]
+            level[spec.key] = 1 + max((depth(d) for d in deps), default=-1)
+        return level[spec.key]
+
+    by_key = {s.key: s for s in specs}
+    rounds: list[list[IssueSpec]] = []
+    for spec in specs:
+        n = depth(spec)
+        rounds += [[] for _ in range(n + 1 - len(rounds))]
+        rounds[n].append(spec)
+    return rounds
+
+
+def _block_rows(
+    tracker: IssueTracker,
+    plan: Plan,
+    existing: dict[str, IssueState],
+    rows: list[ActionResult],
+    dry_run: bool,
+) -> list[ActionResult]:
+    """Show which issues wait for open ones: blocking links, or the label where GitLab has none.
+    Reads the blocking links only of issues that existed and may need one."""
+    waiting = [spec for spec in plan.issues if spec.depends_on]
+    if not waiting:
+        return []
+    after: dict[str, IssueState] = {}  # the launch's issues as this run leaves them
+    for row in rows:
+        spec = next((s for s in plan.issues if s.key == row.key), None)
+        if spec is None or row.iid is None:
+            continue
+        state = existing.get(spec.key)
+        if state is None:  # created by this run
+            state = IssueState(
+                row.iid, row.url or "", spec.title, "", spec.labels, spec.due_date, (), "opened"
+            )
+        elif DROPPED_LABEL in state.labels:  # reopened by this run
+            state = replace(state, state="opened")
+        after[spec.key] = state
+    waiting = [spec for spec in waiting if spec.key in after]
+
+    def linked(spec: IssueSpec) -> set[int]:
+        state = after[spec.key]
+        if spec.key not in existing or BLOCKED_LABEL in state.labels or state.state != "opened":
+            return set()  # nothing to read: new, labelled, or closed
+        if not any(after.get(d, state).state == "opened" for d in spec.depends_on):
+            return set()
+        return observe_blockers.fn(tracker, plan.request.project, state.iid)
+
+    out: list[ActionResult] = []
+    changes: list[IssueChange] = []
+    for spec, found in zip(waiting, each(_catching(linked), waiting), strict=True):
+        if isinstance(found, TminusError):
+            row = BlockIssue(spec.key, spec.title, after[spec.key].iid, None, (), ()).planned()
+            out.append(replace(row, outcome=Outcome.failed, detail=str(found)))
+        else:
+            changes.append(block_change(spec, after[spec.key], after, found))
+    applied = apply_changes(apply_issue_change, changes, dry_run, tracker, plan.request.project)
+    return out + applied.results()
+
+
+def _catching(fn: Callable[[IssueSpec], set[int]]) -> Callable[[IssueSpec], set[int] | TminusError]:
+    def call(spec: IssueSpec) -> set[int] | TminusError:
+        try:
+            return fn(spec)
+        except TminusError as exc:
+            return exc
+
+    return call
 
 
 CANCEL_NOTE_MARKER = markers.CANCELLED

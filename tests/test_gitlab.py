@@ -291,3 +291,22 @@ def test_only_a_connection_that_never_opened_counts_as_not_sent() -> None:
     ):
         error = raised(lost)
         assert error.sent is True and "cannot reach GitLab" in error.message
+
+
+def test_stand_in_link_types_read_as_gitlab_answers_them(sandbox: SandboxClient) -> None:
+    """``A is_blocked_by B`` is B blocking A: each end lists the other with its own view."""
+    project = sandbox.gitlab().projects.get("marketing/launches")
+    a, b = (project.issues.create({"title": t}) for t in "AB")
+    a.links.create(
+        {"target_project_id": project.id, "target_issue_iid": b.iid, "link_type": "is_blocked_by"}
+    )
+    assert [(link.iid, link.link_type) for link in a.links.list()] == [(b.iid, "is_blocked_by")]
+    assert [(link.iid, link.link_type) for link in b.links.list()] == [(a.iid, "blocks")]
+    sandbox.sandbox.gitlab.blocked_issues = False  # GitLab Free
+    c = project.issues.create({"title": "C"})
+    with pytest.raises(gitlab.exceptions.GitlabCreateError) as info:
+        c.links.create(
+            {"target_project_id": project.id, "target_issue_iid": a.iid, "link_type": "blocks"}
+        )
+    assert info.value.response_code == 403
+    assert "not available for current license" in str(info.value)

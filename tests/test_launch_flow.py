@@ -80,8 +80,9 @@ def test_first_run_creates_everything_second_run_writes_nothing(
     sandbox: SandboxClient, settings: Settings, l1: LaunchRequest
 ) -> None:
     first = run(l1)
-    assert tally(first) == {"created": 22}
+    assert tally(first) == {"created": 25}
     assert tally(first, ISSUE_KINDS | {"labels", "links"}) == {"created": 18}
+    assert tally(first, {"blocked-by"}) == {"created": 3}  # public comms wait for 2 gates
     assert tally(first, {"calendar"}) == {"created": 3}
     assert tally(first, {"sales"}) == {"created": 1}
     state = snapshot(sandbox)
@@ -92,11 +93,20 @@ def test_first_run_creates_everything_second_run_writes_nothing(
     assert "(issue not created yet)" not in tracking["description"]
     assert state["code-review-agent/activity/docs-update"]["assignees"] == ["dana.docs"]
     assert first.tracking_url.endswith("/-/issues/16")
+    social = state["code-review-agent/activity/social-promotion"]
+    gates = [
+        "code-review-agent/activity/legal-review",
+        "code-review-agent/activity/marketing-review",
+    ]
+    assert set(gates) <= set(social["links"])
+    assert social["description"].startswith(
+        f"**Blocked by** #{gates[1]}, #{gates[0]}: start once they are closed."
+    )
 
     sandbox.clear_log()
     second = run(l1)
     assert sandbox.writes() == []  # GitLab, Calendar and Slack
-    assert tally(second) == {"unchanged": 22}
+    assert tally(second) == {"unchanged": 25}
     assert snapshot(sandbox) == state
 
 

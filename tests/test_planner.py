@@ -309,3 +309,59 @@ def test_any_launch_file_plans_deliverably_or_is_refused(
     for spec_day in [s.due_date for s in specs] + [c.day for c in plan.calendar]:
         assert spec_day is not None
         spec_day + timedelta(days=1)  # Calendar's all-day end date exists
+
+
+# --- dependencies -------------------------------------------------------------------------
+
+
+def test_l1_public_comms_wait_for_review_and_legal_check(
+    playbook: Playbook, l1: LaunchRequest
+) -> None:
+    plan = plan_launch(l1, playbook, TODAY)
+    by_activity = {s.activity_key: s for s in plan.issues if s.activity_key}
+    gates = (
+        "code-review-agent/activity/marketing-review",
+        "code-review-agent/activity/legal-review",
+    )
+    for key in ("social-promotion", "customer-comms", "dev-community-posts"):
+        spec = by_activity[key]
+        assert spec.depends_on == gates
+        first = spec.description.splitlines()[0]
+        assert (
+            first
+            == f"**Blocked by** [[ref:{gates[0]}]], [[ref:{gates[1]}]]: start once they are closed."
+        )
+    assert by_activity["blog-post"].depends_on == ()
+    assert "Blocked by" not in by_activity["blog-post"].description
+    assert plan.warnings == ()  # the gates are due before what waits for them
+
+
+def test_a_dependency_the_tier_does_not_plan_is_dropped(
+    playbook: Playbook, l2: LaunchRequest
+) -> None:
+    # The marketing review is L1 only: on L2, social promotion waits for the legal check alone.
+    plan = plan_launch(l2, playbook, TODAY)
+    social = next(s for s in plan.issues if s.activity_key == "social-promotion")
+    assert social.depends_on == (f"{l2.slug}/activity/legal-review",)
+    assert "start once it is closed" in social.description
+    assert not any("marketing-review" in w for w in plan.warnings)
+
+
+def test_a_dependency_due_after_what_waits_for_it_warns(l1: LaunchRequest) -> None:
+    import yaml
+
+    from tminus.domain.playbook import parse_playbook
+    from tminus.integrations.files import default_playbook_path
+
+    data = yaml.safe_load(default_playbook_path().read_text())
+    for act in data["activities"]:
+        if act["key"] == "blog-post":  # draft due 21 days before; the review 14 days before
+            act["depends_on"] = ["marketing-review"]
+    plan = plan_launch(l1, parse_playbook(data, "acme.yaml"), TODAY)
+    review_due = l1.launch_date - timedelta(days=14)
+    blog_due = l1.launch_date - timedelta(days=21)
+    assert plan.warnings == (
+        f"Launch blog post (blog-post) is due {blog_due} but waits for Marketing review of all "
+        f"public comms (marketing-review), due {review_due}: move one of the lead times, or "
+        "drop the dependency",
+    )

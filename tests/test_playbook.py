@@ -43,6 +43,7 @@ def test_own_playbook_loads(tmp_path: Path) -> None:
     data = default_data()
     data["name"] = "acme"
     data["activities"] = data["activities"][:2]
+    data["activities"][1].pop("depends_on")  # on activities this copy no longer has
     assert load_playbook(write(tmp_path, data)).name == "acme"
 
 
@@ -251,3 +252,79 @@ def test_a_playbook_path_that_cannot_be_read_is_named(tmp_path: Path, name: str)
     assert str(err.value).startswith(f"{path} is not valid")
     (problem,) = err.value.problems
     assert problem.startswith("cannot be read: "), problem
+
+
+def test_default_public_comms_wait_for_review_and_legal_check() -> None:
+    playbook = load_playbook()
+    waits = {a.key: a.depends_on for a in playbook.activities if a.depends_on}
+    assert waits == {
+        key: ["marketing-review", "legal-review"]
+        for key in ("social-promotion", "customer-comms", "dev-community-posts")
+    }
+
+
+def _with_dependencies(**deps: list[str]) -> dict:
+    data = default_data()
+    for act in data["activities"]:
+        act.pop("depends_on", None)
+        if act["key"] in deps:
+            act["depends_on"] = deps[act["key"]]
+    return data
+
+
+@pytest.mark.parametrize(
+    "deps,expected",
+    [
+        (
+            {"blog-post": ["blog-psot"]},
+            "activities[0] (blog-post).depends_on[0]: got 'blog-psot': no such activity",
+        ),
+        (
+            {"blog-post": ["blog-post"]},
+            "activities[0] (blog-post).depends_on[0]: an activity cannot depend on itself",
+        ),
+        (
+            {"blog-post": ["docs-update", "docs-update"]},
+            "activities[0] (blog-post).depends_on[1]: 'docs-update' is listed twice",
+        ),
+        (
+            {"blog-post": ["sales-training"]},
+            "'sales-training' is a calendar activity; only issue activities",
+        ),
+        (
+            {"docs-check": ["docs-update"]},
+            "(docs-check).depends_on[0]: it is a page_check activity",
+        ),
+        (
+            {
+                "blog-post": ["docs-update"],
+                "docs-update": ["launch-video"],
+                "launch-video": ["blog-post"],
+            },
+            "depends_on makes a cycle: blog-post -> docs-update -> launch-video -> blog-post; "
+            "remove one",
+        ),
+        (
+            {"social-promotion": ["blog-post"], "blog-post": ["social-promotion"]},
+            "cycle: blog-post -> social-promotion -> blog-post",
+        ),
+    ],
+)
+def test_bad_dependencies_are_named_with_the_fix(
+    tmp_path: Path, deps: dict[str, list[str]], expected: str
+) -> None:
+    path = write(tmp_path, _with_dependencies(**deps))
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path)
+    assert any(expected in p for p in err.value.problems), err.value.problems
+
+
+def test_dependencies_without_a_cycle_load(tmp_path: Path) -> None:
+    # A diamond (two paths to one dependency) is not a cycle.
+    deps = {
+        "social-promotion": ["blog-post", "docs-update"],
+        "blog-post": ["marketing-review"],
+        "docs-update": ["marketing-review"],
+    }
+    playbook = load_playbook(write(tmp_path, _with_dependencies(**deps)))
+    assert playbook.activity("social-promotion").depends_on == ["blog-post", "docs-update"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import date
 
 from tminus.domain.issues import (
+    BLOCKED_LABEL,
     DROPPED_LABEL,
     IssueState,
+    block_change,
     carry_ticks,
     compose_description,
     diff_issue,
@@ -15,6 +17,7 @@ from tminus.domain.issues import (
     split_description,
 )
 from tminus.domain.plan import IssueRole, IssueSpec
+from tminus.domain.results import Outcome
 
 SPEC = IssueSpec(
     key="demo/activity/blog-post",
@@ -126,3 +129,46 @@ def test_carry_ticks_matches_text_before_the_dash() -> None:
 def test_fill_refs() -> None:
     text = "see [[ref:demo/activity/a]] and [[ref:demo/activity/b]]"
     assert fill_refs(text, {"demo/activity/a": 4}) == "see #4 and (issue not created yet)"
+
+
+# --- what shows that an issue waits for others --------------------------------------------
+
+SOCIAL = SPEC.model_copy(
+    update={
+        "key": "demo/activity/social-promotion",
+        "depends_on": ("demo/activity/marketing-review", "demo/activity/legal-review"),
+    }
+)
+
+
+def deps(review: str = "opened", legal: str = "opened", **kw) -> dict[str, IssueState]:
+    return {
+        "demo/activity/marketing-review": state(iid=3, state=review, **kw),
+        "demo/activity/legal-review": state(iid=4, state=legal),
+    }
+
+
+def test_blocking_links_are_made_once() -> None:
+    change = block_change(SOCIAL, state(), deps(), linked=set())
+    assert (change.blockers, change.link, change.unlabel) == ((3, 4), (3, 4), False)
+    assert change.planned().outcome is Outcome.created
+    again = block_change(SOCIAL, state(), deps(), linked={3, 4})
+    assert again.link == () and again.planned().outcome is Outcome.unchanged
+    assert again.planned().detail == "blocked by #3, #4"
+
+
+def test_a_closed_dependency_blocks_nothing_and_a_dropped_one_comes_back() -> None:
+    assert block_change(SOCIAL, state(), deps(review="closed"), set()).blockers == (4,)
+    reopening = deps(review="closed", labels=(DROPPED_LABEL,))
+    assert block_change(SOCIAL, state(), reopening, set()).blockers == (3, 4)
+    done = block_change(SOCIAL, state(state="closed"), deps(), set())
+    assert done.blockers == () and done.planned().outcome is Outcome.unchanged
+
+
+def test_the_fallback_label_stays_while_blocked_and_goes_after() -> None:
+    labelled = state(labels=(*SPEC.labels, BLOCKED_LABEL))
+    # Labelled: this GitLab has no blocking links; it is not asked again.
+    waiting = block_change(SOCIAL, labelled, deps(), linked=set())
+    assert waiting.link == () and waiting.planned().outcome is Outcome.unchanged
+    free = block_change(SOCIAL, labelled, deps(review="closed", legal="closed"), set())
+    assert free.unlabel and free.planned().outcome is Outcome.updated

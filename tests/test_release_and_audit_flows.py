@@ -211,3 +211,53 @@ def test_audit_reads_the_open_launches_as_it_audits_them(
     # The k-th launch is read only after all but IN_FLIGHT of the ones before were audited.
     assert len(done_at_read) == 3
     assert all(done >= k - 1 - 1 for k, done in enumerate(done_at_read, 1)), done_at_read
+
+
+@pytest.mark.parametrize("free", [False, True], ids=["blocking-links", "gitlab-free"])
+def test_blocked_social_promotion_nags_the_reviewer(
+    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest, free: bool
+) -> None:
+    """social-promotion depends_on [marketing-review]: its issue shows it is blocked, and the
+    audit nags the reviewer, not the owner of the social promotion."""
+    sandbox.sandbox.gitlab.blocked_issues = not free
+    team = {**l1.team, "pmm": "rita.reviewer"}  # the marketing review is the PMM role's
+    request = soon(l1.model_copy(update={"team": team}), sandbox, days=-1)
+    launch(request=request)
+    project = sandbox.gitlab().projects.get(PROJECT)
+    by_title = {i.title.split(":")[0]: i for i in project.issues.list(get_all=True)}
+    social = by_title["Community and social promotion"]
+    review = by_title["Marketing review of all public comms"]
+    legal = by_title["Legal check"]
+    assert social.description.startswith(f"**Blocked by** #{review.iid}, #{legal.iid}")
+    blockers = {link.iid for link in social.links.list() if link.link_type == "is_blocked_by"}
+    if free:
+        assert blockers == set() and "launch-blocked" in social.labels
+    else:
+        assert blockers == {review.iid, legal.iid} and "launch-blocked" not in social.labels
+    legal.state_event = "close"  # the legal check is done; the review is not
+    legal.save()
+
+    (row,) = audit(projects=[PROJECT])
+    assert row["blocked"] == 3  # social promotion, customer comms, developer community posts
+    note = next(n.body for n in tracking_issue(sandbox).notes.list() if "tminus:audit" in n.body)
+    assert f"- #{social.iid} Community and social promotion: {request.title}: waits for " in note
+    assert f"waits for #{review.iid} (@rita.reviewer)" in note
+
+    def reminders(iid: int) -> list[str]:
+        notes = project.issues.get(iid).notes.list(get_all=True)
+        return [n.body for n in notes if "tminus:reminder" in n.body]
+
+    assert reminders(social.iid) == []  # its owner cannot act: the reviewer can
+    (nag,) = reminders(review.iid)
+    assert nag.splitlines()[1] == "@rita.reviewer reminder from the launch audit:"
+    assert f"- #{social.iid} Community and social promotion: {request.title} waits for this" in nag
+    assert reminders(legal.iid) == []  # closed: done
+
+    if free:  # the review closes: the next launch run takes the label off
+        review.state_event = "close"
+        review.save()
+        launch(request=request)
+        assert "launch-blocked" not in project.issues.get(social.iid).labels
+    sandbox.clear_log()
+    launch(request=request)
+    assert [w for w in sandbox.writes("/api/v4")] == []  # a re-run writes nothing

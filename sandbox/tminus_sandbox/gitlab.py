@@ -64,9 +64,13 @@ class GitLabStore(SqliteStore):
     def __init__(self, path: str | Path, *, auto_create: bool = True) -> None:
         super().__init__(path, SCHEMA)
         self.auto_create = auto_create
+        # Blocking links (blocks / is_blocked_by) are a paid feature; False answers as GitLab
+        # Free does. Tests switch it; a reset switches it back on.
+        self.blocked_issues = True
         self.user(BOT_USERNAME, create=True)
 
     def reset(self) -> None:
+        self.blocked_issues = True
         with self.tx() as db:
             for table in ("projects", "users", "labels", "issues", "notes", "links"):
                 db.execute(f"DELETE FROM {table}")
@@ -609,7 +613,14 @@ class GitLabApi:
             other_project = self.store.project(str(other_pid))
             other = self.store.issue(other_pid, other_iid)
             item = self._issue_json(other, other_project, base)
-            item.update(issue_link_id=r["id"], link_type=r["link_type"])
+            # Stored as "blocks" from the blocking issue; seen from the other end it is the
+            # inverse, as GitLab answers it.
+            link_type = r["link_type"]
+            if not outward:
+                link_type = {"blocks": "is_blocked_by", "is_blocked_by": "blocks"}.get(
+                    link_type, link_type
+                )
+            item.update(issue_link_id=r["id"], link_type=link_type)
             out.append(item)
         return JSONResponse(out)
 
@@ -629,6 +640,12 @@ class GitLabApi:
             raise ApiError(400, "link_type does not have a valid value", "error")
         if target_pid == project["id"] and target_iid == iid:
             raise ApiError(400, "Cannot link an issue to itself", "message")
+        if link_type != "relates_to" and not self.store.blocked_issues:
+            raise ApiError(403, "Blocked issues not available for current license")
+        # GitLab keeps "A is_blocked_by B" as "B blocks A".
+        stored = (project["id"], iid, target_pid, target_iid, link_type)
+        if link_type == "is_blocked_by":
+            stored = (target_pid, target_iid, project["id"], iid, "blocks")
         with self.store.tx() as db:
             dup = db.execute(
                 "SELECT 1 FROM links WHERE (project_id = ? AND source_iid = ? AND "
@@ -650,7 +667,7 @@ class GitLabApi:
             db.execute(
                 "INSERT INTO links (project_id, source_iid, target_project_id, target_iid, "
                 "link_type) VALUES (?, ?, ?, ?, ?)",
-                (project["id"], iid, target_pid, target_iid, link_type),
+                stored,
             )
         base = self._base(request)
         target_project = self.store.project(str(target_pid))

@@ -96,6 +96,42 @@ def test_links_go_both_ways_and_are_idempotent(tracker: IssueTracker) -> None:
     assert tracker.linked_iids(PROJECT, two) == {one}
 
 
+def test_blocking_links_are_typed_and_idempotent(tracker: IssueTracker) -> None:
+    tracking, review, social = (
+        tracker.create_issue(PROJECT, write(f"demo/activity/{n}"), ()).iid for n in "abc"
+    )
+    tracker.link_issues(PROJECT, tracking, social)
+    assert tracker.block_issue(PROJECT, review, social) is True
+    assert tracker.block_issue(PROJECT, review, social) is True  # again: no second link
+    assert tracker.blocker_iids(PROJECT, social) == {review}
+    assert tracker.blocker_iids(PROJECT, review) == set()  # it blocks; nothing blocks it
+    assert tracker.linked_iids(PROJECT, social) == {tracking, review}
+    # Issues already related cannot also block: the caller learns it and falls back.
+    assert tracker.block_issue(PROJECT, tracking, social) is False
+    assert tracker.blocker_iids(PROJECT, social) == {review}
+
+
+def _free(tracker: IssueTracker, request: pytest.FixtureRequest) -> None:
+    if isinstance(tracker, MemoryTracker):
+        tracker.blocking_links = False
+    else:
+        request.getfixturevalue("sandbox").sandbox.gitlab.blocked_issues = False
+
+
+def test_gitlab_free_makes_no_blocking_link(
+    tracker: IssueTracker, request: pytest.FixtureRequest
+) -> None:
+    _free(tracker, request)
+    review, social = (
+        tracker.create_issue(PROJECT, write(f"demo/activity/{n}"), ()).iid for n in "ab"
+    )
+    assert tracker.block_issue(PROJECT, review, social) is False
+    assert tracker.blocker_iids(PROJECT, social) == set()
+    assert tracker.linked_iids(PROJECT, social) == set()
+    tracker.link_issues(PROJECT, review, social)  # related links still work
+    assert tracker.linked_iids(PROJECT, social) == {review}
+
+
 def test_notes_are_found_oldest_first_and_updated_in_place(tracker: IssueTracker) -> None:
     iid = tracker.create_issue(PROJECT, write("demo/tracking"), ()).iid
     assert tracker.find_note(PROJECT, iid, "marker") is None
