@@ -48,6 +48,8 @@ _PATH_SEGMENT = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,253}[A-Za-z0-9_])?"
 _PROJECT_DEPTH = 21
 _PROJECT_ID = re.compile(r"[1-9][0-9]{0,17}")
 PROJECT_MAX = 1024
+# All docs links of a launch together (they are listed in one issue; see LaunchRequest).
+DOCS_URLS_TOTAL_MAX = 40_000
 
 # Characters no field may hold: control characters (NUL breaks GitLab's database) and lone
 # surrogates (they cannot be sent as UTF-8). Text fields may keep newlines and tabs.
@@ -284,6 +286,19 @@ class LaunchRequest(BaseModel):
                     f"role {show_value(role)} is not a playbook role key (lowercase letters, "
                     "digits and dashes, at most 48)"
                 )
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _docs_fit(cls, value: list[Feature]) -> list[Feature]:
+        # Every docs link lands in one issue (the docs activity's description), and one
+        # rendered description is at most 65,536 characters.
+        total = sum(len(str(url)) for feature in value for url in feature.docs_urls)
+        if total > DOCS_URLS_TOTAL_MAX:
+            raise ValueError(
+                f"the docs_urls of all features are {total} characters together; at most "
+                f"{DOCS_URLS_TOTAL_MAX} fit in the docs issue: shorten or drop links"
+            )
         return value
 
     @field_validator("project", mode="before")
