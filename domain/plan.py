@@ -46,6 +46,10 @@ class IssueSpec(BaseModel):
     assignee: str | None
     activity_key: str | None = None
     overdue: bool = False
+    # A sister issue's questions, and the answer form people's part starts with (below the
+    # key marker; never rewritten, only completed with the questions it lacks).
+    questions: tuple[str, ...] = ()
+    answer_form: str = ""
 
 
 class CalendarSpec(BaseModel):
@@ -83,6 +87,9 @@ class NotificationSpec(BaseModel):
     due_date: date
     needs_approval: bool
     overdue: bool = False
+    # Sales kit field -> the sister issue question whose answer fills it when the launch
+    # file leaves the field empty (``domain.answers.fill_kit``).
+    kit: dict[str, str] = {}
 
 
 class Plan(BaseModel):

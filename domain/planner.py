@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from tminus.domain.answers import answer_form
 from tminus.domain.plan import (
     CalendarSpec,
     CheckSpec,
@@ -228,12 +229,14 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
                 due_date=day,
                 needs_approval=request.tier in playbook.approval_tiers,
                 overdue=late,
+                kit={str(k): q for k, q in playbook.sister_issue.kit.items()},
             )
             checklist_lines.append(f"**{title}** — sent by tminus, due {day}, {who}")
 
     sister = playbook.sister_issue
     sister_due = due(sister.lead_time_days)
     questions = sister_questions(playbook)
+    form = answer_form(sister.engineering_questions, sister.marketing_questions)
     for feature in request.features:
         ctx = {**base_ctx, "feature": feature}
         title = title_of(sister.title, ctx, "sister_issue.title")
@@ -251,6 +254,8 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
                 due_date=sister_due,
                 assignee=request.owner,
                 overdue=late,
+                questions=tuple(sister.questions),
+                answer_form=form,
             )
         )
         checklist_lines.append(
