@@ -203,3 +203,12 @@ def sister_answers(plan: Plan, issues: Iterable[IssueState]) -> dict[str, dict[s
         for i in issues
         if i.key in slug_of
     }
+
+
+def sister_unanswered(
+    plan: Plan, issues: Iterable[IssueState]
+) -> list[tuple[IssueState, list[str]]]:
+    """The launch's sister issues with questions not answered yet, and those questions."""
+    questions = {s.key: s.questions for s in plan.issues if s.role is IssueRole.sister}
+    found = [(i, unanswered(i.description, questions[i.key])) for i in issues if i.key in questions]
+    return [(issue, missing) for issue, missing in found if missing]

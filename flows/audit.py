@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tminus.domain.answers import sister_unanswered
 from tminus.domain.audit import (
     AUDIT_NOTE_MARKER,
     STATUS_LABEL_PREFIX,
@@ -105,6 +106,7 @@ def audit_one(
         pages_total=pages_total,
         pages_failing=pages_failing,
         calendar_drift=calendar_drift,
+        unanswered=sister_unanswered(plan, issues),
     )
     body = audit_note(audit, request.owner)
     found = tracker.find_note(project, tracking.iid, AUDIT_NOTE_MARKER)
@@ -144,6 +146,7 @@ def audit_one(
         "reminded": reminded,
         "pages_failing": len(audit.pages_failing),
         "calendar_drift": audit.calendar_drift,
+        "unanswered": sum(len(q) for _, q in audit.unanswered),
         "tracking_issue": tracking.web_url,
     }
 
