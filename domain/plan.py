@@ -62,6 +62,7 @@ class CalendarSpec(BaseModel):
     title: str
     description: str
     day: date
+    invite_sales: bool = False  # the sales channel's address is an attendee (the training)
 
 
 class CheckSpec(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from tminus.domain.answers import answer_form
+from tminus.domain.answers import answer_form, clip_text
 from tminus.domain.plan import (
     CalendarSpec,
     CheckSpec,
@@ -37,6 +37,8 @@ from tminus.domain.playbook import (
 )
 from tminus.domain.request import LaunchRequest
 from tminus.errors import LaunchFileError
+
+EVENT_DESCRIPTION_MAX = 8_000
 
 LAUNCH_DAY = "launch-day"
 
@@ -205,8 +207,12 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
                     key=f"{slug}/calendar/{act.key}",
                     activity_key=act.key,
                     title=full_title,
-                    description=text(act.description, ctx, f"{at}.description"),
+                    # Google keeps 8,192 characters of an event's description.
+                    description=clip_text(
+                        text(act.description, ctx, f"{at}.description"), EVENT_DESCRIPTION_MAX
+                    ),
                     day=day,
+                    invite_sales=act.invite_sales,
                 )
             )
             checklist_lines.append(f"**{title}** — on the launch calendar, {day}, {who}")

@@ -98,6 +98,11 @@ class Activity(BaseModel):
     checklist: list[ItemTemplate] = Field(
         default=[], max_length=50, description="Checklist item templates."
     )
+    invite_sales: bool = Field(
+        default=False,
+        description="A calendar activity whose event invites the sales channel "
+        "(TMINUS_SALES_CHANNEL_EMAIL), e.g. the sales training.",
+    )
 
     @model_validator(mode="after")
     def _has_tiers(self) -> Activity:

@@ -91,7 +91,11 @@ def audit_one(
     try:
         observed = calendar.observe(settings.calendar_id, request.slug)
         changes = diff_calendar(
-            plan.calendar, observed, request.slug, skip_reason=calendar.skip_reason
+            plan.calendar,
+            observed,
+            request.slug,
+            skip_reason=calendar.skip_reason,
+            sales_email=settings.sales_channel_email,
         )
         calendar_drift = sum(1 for c in changes if c.planned().outcome is not Outcome.unchanged)
     except TminusError as exc:  # the calendar being down must not stop the audit

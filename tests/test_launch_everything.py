@@ -258,3 +258,26 @@ def test_an_answer_typed_into_a_sister_issue_appears_in_the_next_approval_previe
     (sent,) = messages(sandbox)
     assert "Only on GitLab.com" in json.dumps(sent["payload"])
     assert project.issues.get(issue.iid).description == typed  # the re-run kept the answer
+
+
+def test_the_sales_training_invites_the_sales_channel_with_an_agenda(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    request = retarget(l2, sandbox.url)
+    address = "sales-channel@example.slack.com"
+    with use_settings(settings.model_copy(update={"sales_channel_email": address})):
+        launch(request=request)
+        cal = events(sandbox)
+        training = cal[training_key(request)]
+        assert training["attendees"] == [{"email": address, "responseStatus": "needsAction"}]
+        assert "Agenda\n1. Merge trains: " in training["description"]
+        assert all("attendees" not in e for k, e in cal.items() if k != training_key(request))
+        assert sandbox.sandbox.calendar.invitations == [(training["id"], address)]
+        sandbox.clear_log()
+        launch(request=request)
+        assert sandbox.writes() == []  # re-run: nothing written, nobody invited again
+        assert len(sandbox.sandbox.calendar.invitations) == 1
+
+
+def training_key(request: LaunchRequest) -> str:
+    return f"{request.slug}/calendar/sales-training"
