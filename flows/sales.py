@@ -73,6 +73,8 @@ def prepare_sales(
         if settled != state.note and not dry_run:  # a PMM said "it arrived": tidy the note
             write_sales_note(tracker, plan, tracking.iid, state.note_id, settled)
         return sales_row(plan, Outcome.unchanged, "sales already told; tier and date unchanged")
+    if dry_run:
+        return sales_row(plan, state.outcome, f"would send the {state.what}")
     # The sister issues' answers fill what the launch file leaves empty in the kit.
     kit = fill_kit(plan.request, observe_answers(tracker, plan), kit_questions(plan))
     payload = sales_message(
@@ -81,8 +83,6 @@ def prepare_sales(
         features_url=settings.features_page,
         correction_of=settled.sent if state.decision == "correct" else None,
     )
-    if dry_run:
-        return sales_row(plan, state.outcome, f"would send the {state.what}")
     pending = PendingMessage(state, payload, tracking.iid, sent_record(kit).digest)
     create_markdown_artifact(
         key=f"sales-message-{plan.request.slug}",
