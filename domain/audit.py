@@ -4,7 +4,8 @@ checks say. No I/O: the audit flow gathers the facts and writes the results.
 Readiness (0-100) = 80 x share of activity and sister issues closed + 20 x share of pages
 passing (pages count fully when the launch has no page checks). Status:
 
-- ``ready``: every issue closed and every page passing;
+- ``ready``: every issue closed, every page passing and every sister issue question answered
+  (readiness stays below 100 until then);
 - ``at-risk``: an open issue is past its due date, or a page fails within a week of launch,
   or launch day has passed without being ready;
 - ``on-track``: anything else.
@@ -65,6 +66,8 @@ class LaunchAudit:
     pages_failing: list[str] = field(default_factory=list)
     calendar_drift: int = 0
     blocked: list[Blocked] = field(default_factory=list)
+    # Sister issues with questions nobody answered yet, and those questions.
+    unanswered: list[tuple[IssueState, list[str]]] = field(default_factory=list)
 
     @property
     def share_done(self) -> float:
@@ -78,7 +81,8 @@ class LaunchAudit:
 
     @property
     def readiness(self) -> int:
-        return round(100 * (0.8 * self.share_done + 0.2 * self.pages_ok_share))
+        score = round(100 * (0.8 * self.share_done + 0.2 * self.pages_ok_share))
+        return min(score, 99) if self.unanswered else score
 
     @property
     def days_to_launch(self) -> int:
@@ -86,7 +90,7 @@ class LaunchAudit:
 
     @property
     def status(self) -> str:
-        if self.done == self.total and not self.pages_failing:
+        if self.done == self.total and not self.pages_failing and not self.unanswered:
             return "ready"
         if self.overdue or self.days_to_launch < 0:
             return "at-risk"
@@ -106,6 +110,7 @@ def audit_launch(
     pages_failing: list[str] | None = None,
     calendar_drift: int = 0,
     depends_on: dict[str, tuple[str, ...]] | None = None,
+    unanswered: list[tuple[IssueState, list[str]]] | None = None,
 ) -> LaunchAudit:
     """Audit the activity and sister issues of one launch (the tracking issue excluded).
 
@@ -142,6 +147,7 @@ def audit_launch(
         pages_failing=list(pages_failing or []),
         calendar_drift=calendar_drift,
         blocked=blocked,
+        unanswered=list(unanswered or []),
     )
 
 
@@ -193,6 +199,9 @@ def audit_note(audit: LaunchAudit, owner: str) -> str:
         lines.append(f"| pages live | {audit.pages_total - failing} of {audit.pages_total} |")
     lines.append(f"| blocked | {len(audit.blocked) or 'none'} |")
     lines.append(f"| calendar | {audit.calendar_drift or 'no'} entries out of date |")
+    if audit.unanswered:
+        open_questions = sum(len(q) for _, q in audit.unanswered)
+        lines.append(f"| sister questions | {open_questions} not answered |")
     if audit.overdue:
         lines += ["", "**Overdue**", ""]
         for o in audit.overdue:
@@ -212,6 +221,11 @@ def audit_note(audit: LaunchAudit, owner: str) -> str:
     if audit.pages_failing:
         lines += ["", "**Pages failing**", ""]
         lines += [f"- {reason}" for reason in audit.pages_failing]
+    if audit.unanswered:
+        lines += ["", "**Sister issue questions not answered yet**", ""]
+        for issue, questions in audit.unanswered:
+            asked = "; ".join(questions)
+            lines.append(f"- #{issue.iid} {issue.title}: {len(questions)} open ({asked})")
     return "\n".join(lines)
 
 

@@ -7,7 +7,8 @@ The rules:
 
 - an entry with no event is inserted (``InsertEvent``);
 - an entry whose event drifted is updated, and only in what drifted (``UpdateEvent``): title,
-  description, a moved day (a time someone set is cleared), tags, and a cancelled event is
+  description, a moved day (a time someone set is cleared), tags, a missing attendee (the
+  sales channel on the sales training; attendees people added stay), and a cancelled event is
   revived;
 - an event whose entry the plan dropped (its activity is gone, or the tier changed) is
   cancelled, never deleted (``CancelEvent``), so raising the tier again revives it;
@@ -67,6 +68,7 @@ class CalendarEvent:
     activity_key: str | None = None
     cancelled: bool = False
     url: str | None = None
+    attendees: tuple[str, ...] = ()  # email addresses
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class InsertEvent:
 
     spec: CalendarSpec
     launch_slug: str
+    attendees: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -132,6 +135,7 @@ class UpdateEvent:
 
     ``start``/``end``: the new all-day dates (a time on that side is cleared). ``tags``: all
     three tags, rewritten. ``revive``: the event was cancelled and is planned again.
+    ``attendees``: the whole new list (the event's own, plus the ones the plan invites).
     """
 
     spec: CalendarSpec
@@ -142,6 +146,7 @@ class UpdateEvent:
     end: date | None = None
     tags: EventTags | None = None
     revive: bool = False
+    attendees: tuple[str, ...] | None = None
 
     @property
     def key(self) -> str:
@@ -160,6 +165,8 @@ class UpdateEvent:
             names.append(f"date {was} -> {self.spec.day.isoformat()}")
         if self.tags is not None:
             names.append("properties")
+        if self.attendees is not None:
+            names.append("attendees")
         return names
 
     def planned(self) -> ActionResult:
@@ -263,10 +270,24 @@ def _text(value: str | None) -> str:
     return (value or "").replace("\r\n", "\n").strip()
 
 
+def invited(spec: CalendarSpec, sales_email: str | None) -> tuple[str, ...]:
+    """Who the plan invites to an entry's event: the sales channel, on the sales training."""
+    return (sales_email,) if spec.invite_sales and sales_email else ()
+
+
+def missing_attendees(event: CalendarEvent, wanted: Sequence[str]) -> tuple[str, ...] | None:
+    """The event's attendees plus those of ``wanted`` it lacks; None when it lacks none.
+    Attendees people added stay: tminus only adds its own."""
+    have = {a.casefold() for a in event.attendees}
+    new = [a for a in wanted if a.casefold() not in have]
+    return (*event.attendees, *new) if new else None
+
+
 def diff_event(
-    spec: CalendarSpec, launch_slug: str, event: CalendarEvent
+    spec: CalendarSpec, launch_slug: str, event: CalendarEvent, attendees: Sequence[str] = ()
 ) -> KeepEvent | UpdateEvent:
-    """What brings ``event`` back to ``spec``: only the fields that drifted, or nothing."""
+    """What brings ``event`` back to ``spec``: only the fields that drifted, or nothing.
+    ``attendees``: who the plan invites (``invited``)."""
     day, end = spec.day, end_day(spec.day)
     tags = tags_for(spec, launch_slug)
     update = UpdateEvent(
@@ -285,6 +306,7 @@ def diff_event(
             else None
         ),
         revive=event.cancelled,
+        attendees=missing_attendees(event, attendees),
     )
     if update.changed():
         return update
@@ -294,7 +316,7 @@ def diff_event(
 def adopt(insert: InsertEvent, found: CalendarEvent) -> KeepEvent | UpdateEvent:
     """An insert whose event id was already taken (an earlier insert whose answer was lost, or
     an event someone made with our id): that event, brought to the entry."""
-    change = diff_event(insert.spec, insert.launch_slug, found)
+    change = diff_event(insert.spec, insert.launch_slug, found, insert.attendees)
     if isinstance(change, KeepEvent):
         return replace(change, detail="already on the calendar")
     return change
@@ -334,20 +356,23 @@ def diff_calendar(
     launch_slug: str,
     *,
     skip_reason: str | None = None,
+    sales_email: str | None = None,
 ) -> list[CalendarChange]:
     """The changes that bring the launch's events to ``specs``: one per planned entry, in plan
     order, then one per unplanned event, by key. With ``skip_reason`` (no calendar to write
-    to), every entry is skipped, saying why."""
+    to), every entry is skipped, saying why. ``sales_email``: the sales channel's address,
+    invited to the entries that invite sales (unset: no attendee is added)."""
     if skip_reason is not None:
         return [SkipEvent(spec, skip_reason) for spec in specs]
     existing = pick_events(observed)
     changes: list[CalendarChange] = []
     for spec in specs:
         event = existing.get(spec.key)
+        attendees = invited(spec, sales_email)
         if event is None:
-            changes.append(InsertEvent(spec, launch_slug))
+            changes.append(InsertEvent(spec, launch_slug, attendees))
         else:
-            changes.append(diff_event(spec, launch_slug, event))
+            changes.append(diff_event(spec, launch_slug, event, attendees))
     planned = {spec.key for spec in specs}
     changes += [cancel(existing[key]) for key in sorted(set(existing) - planned)]
     return changes

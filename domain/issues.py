@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
 
+from tminus.domain.answers import missing_form
 from tminus.domain.plan import (
     KEY_MARKER_PATTERN,
     REF_PATTERN,
@@ -207,7 +208,10 @@ def diff_issue(
     old_managed, _, tail = split_description(existing.description)
     new_managed = carry_ticks(managed, old_managed)
     description = None
-    if _normal(new_managed) != _normal(old_managed) or existing.key != spec.key:
+    if spec.questions and (missing := missing_form(tail, spec.questions)):
+        tail = tail.rstrip("\n") + "\n" + missing  # only added to: answers stay as typed
+        description = compose_description(new_managed, spec.key, tail)
+    elif _normal(new_managed) != _normal(old_managed) or existing.key != spec.key:
         description = compose_description(new_managed, spec.key, tail)
 
     have = set(existing.labels)
@@ -239,7 +243,7 @@ def diff_issue(
 def new_issue(spec: IssueSpec, *, managed: str, assignee_id: int | None) -> IssueWrite:
     return IssueWrite(
         title=spec.title,
-        description=compose_description(managed, spec.key),
+        description=compose_description(managed, spec.key, spec.answer_form),
         due_date=spec.due_date,
         assignee_ids=(assignee_id,) if assignee_id else None,
     )

@@ -47,6 +47,10 @@ class IssueSpec(BaseModel):
     activity_key: str | None = None
     overdue: bool = False
     depends_on: tuple[str, ...] = ()  # keys of the issues this one waits for
+    # A sister issue's questions, and the answer form people's part starts with (below the
+    # key marker; never rewritten, only completed with the questions it lacks).
+    questions: tuple[str, ...] = ()
+    answer_form: str = ""
 
 
 class CalendarSpec(BaseModel):
@@ -59,6 +63,7 @@ class CalendarSpec(BaseModel):
     title: str
     description: str
     day: date
+    invite_sales: bool = False  # the sales channel's address is an attendee (the training)
 
 
 class CheckSpec(BaseModel):
@@ -84,6 +89,9 @@ class NotificationSpec(BaseModel):
     due_date: date
     needs_approval: bool
     overdue: bool = False
+    # Sales kit field -> the sister issue question whose answer fills it when the launch
+    # file leaves the field empty (``domain.answers.fill_kit``).
+    kit: dict[str, str] = {}
 
 
 class Plan(BaseModel):

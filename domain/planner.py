@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from tminus.domain.answers import answer_form, clip_text
 from tminus.domain.plan import (
     CalendarSpec,
     CheckSpec,
@@ -37,6 +38,8 @@ from tminus.domain.playbook import (
 from tminus.domain.request import LaunchRequest
 from tminus.domain.tiering import TierRecommendation, recommend
 from tminus.errors import LaunchFileError
+
+EVENT_DESCRIPTION_MAX = 8_000
 
 LAUNCH_DAY = "launch-day"
 
@@ -279,8 +282,12 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
                     key=f"{slug}/calendar/{act.key}",
                     activity_key=act.key,
                     title=full_title,
-                    description=text(act.description, ctx, f"{at}.description"),
+                    # Google keeps 8,192 characters of an event's description.
+                    description=clip_text(
+                        text(act.description, ctx, f"{at}.description"), EVENT_DESCRIPTION_MAX
+                    ),
                     day=day,
+                    invite_sales=act.invite_sales,
                 )
             )
             checklist_lines.append(f"**{title}** — on the launch calendar, {day}, {who}")
@@ -303,6 +310,7 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
                 due_date=day,
                 needs_approval=request.tier in playbook.approval_tiers,
                 overdue=late,
+                kit={str(k): q for k, q in playbook.sister_issue.kit.items()},
             )
             checklist_lines.append(f"**{title}** — sent by tminus, due {day}, {who}")
 
@@ -311,6 +319,7 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
     sister = playbook.sister_issue
     sister_due = due(sister.lead_time_days)
     questions = sister_questions(playbook)
+    form = answer_form(sister.engineering_questions, sister.marketing_questions)
     for feature in request.features:
         ctx = {**base_ctx, "feature": feature}
         title = title_of(sister.title, ctx, "sister_issue.title")
@@ -328,6 +337,8 @@ def _plan(request: LaunchRequest, playbook: Playbook, today: date) -> Plan:
                 due_date=sister_due,
                 assignee=request.owner,
                 overdue=late,
+                questions=tuple(sister.questions),
+                answer_form=form,
             )
         )
         checklist_lines.append(

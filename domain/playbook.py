@@ -33,6 +33,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from markupsafe import EscapeFormatter, Markup
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from tminus.domain.answers import PLACEHOLDER, KitField
 from tminus.domain.request import SLUG_PATTERN, Feature, Label, LaunchRequest, Line, Tier
 from tminus.domain.tiering import TierScoring
 from tminus.domain.validation import (
@@ -104,6 +105,11 @@ class Activity(BaseModel):
         description="Keys of the issue activities this one waits for; on a tier that does not "
         "plan one of them, that dependency is dropped.",
     )
+    invite_sales: bool = Field(
+        default=False,
+        description="A calendar activity whose event invites the sales channel "
+        "(TMINUS_SALES_CHANNEL_EMAIL), e.g. the sales training.",
+    )
 
     @model_validator(mode="after")
     def _has_tiers(self) -> Activity:
@@ -136,6 +142,23 @@ class SisterIssue(BaseModel):
         le=LEAD_DAYS_MAX,
         description="Days before launch day the answers are due.",
     )
+    kit: dict[KitField, Item] = Field(
+        default={},
+        description="Sales kit field -> the question whose answer fills it when the launch "
+        "file leaves the field empty.",
+    )
+
+    @model_validator(mode="after")
+    def _kit_questions(self) -> SisterIssue:
+        asked = {*self.engineering_questions, *self.marketing_questions}
+        for field, question in self.kit.items():
+            if question not in asked:
+                raise ValueError(f"kit.{field}: {question!r} is not one of the questions")
+        return self
+
+    @property
+    def questions(self) -> list[str]:
+        return [*self.engineering_questions, *self.marketing_questions]
 
 
 class Playbook(BaseModel):
@@ -727,13 +750,20 @@ def checklist_markdown(items: list[str]) -> str:
 
 
 def sister_questions(playbook: Playbook) -> str:
-    """The questions part of a sister issue, as its description template receives it."""
+    """The questions part of a sister issue, as its description template receives it. The
+    answers go in the form below the issue's key marker (``domain.answers.answer_form``)."""
     sister = playbook.sister_issue
+
+    def listed(questions: list[str]) -> str:
+        return "\n".join(f"- {q}" for q in questions)
+
     return (
-        "### Engineering answers\n\n"
-        + checklist_markdown(sister.engineering_questions)
-        + "\n\n### Product marketing answers\n\n"
-        + checklist_markdown(sister.marketing_questions)
+        "### Questions\n\n"
+        "The engineer who built the feature answers:\n\n"
+        + listed(sister.engineering_questions)
+        + "\n\nProduct marketing answers:\n\n"
+        + listed(sister.marketing_questions)
+        + f"\n\nAnswer under each question in **Answers** below, in place of {PLACEHOLDER}."
     )
 
 

@@ -144,6 +144,12 @@ class Feature(BaseModel):
     pain: Text | None = Field(
         default=None, max_length=280, description="Sales kit: the pain it solves."
     )
+    benefit: Text | None = Field(
+        default=None, max_length=280, description="Sales kit: the measurable benefit."
+    )
+    workflow: Text | None = Field(
+        default=None, max_length=280, description="Sales kit: how it changes their workflow."
+    )
     selling_points: list[Item] = Field(
         default=[], max_length=8, description="Sales kit: key selling points, one line each."
     )

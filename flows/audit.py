@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tminus.domain.answers import sister_unanswered
 from tminus.domain.audit import (
     AUDIT_NOTE_MARKER,
     STATUS_LABEL_PREFIX,
@@ -91,7 +92,11 @@ def audit_one(
     try:
         observed = calendar.observe(settings.calendar_id, request.slug)
         changes = diff_calendar(
-            plan.calendar, observed, request.slug, skip_reason=calendar.skip_reason
+            plan.calendar,
+            observed,
+            request.slug,
+            skip_reason=calendar.skip_reason,
+            sales_email=settings.sales_channel_email,
         )
         calendar_drift = sum(1 for c in changes if c.planned().outcome is not Outcome.unchanged)
     except TminusError as exc:  # the calendar being down must not stop the audit
@@ -107,6 +112,7 @@ def audit_one(
         pages_failing=pages_failing,
         calendar_drift=calendar_drift,
         depends_on={s.key: s.depends_on for s in plan.issues if s.depends_on},
+        unanswered=sister_unanswered(plan, issues),
     )
     body = audit_note(audit, request.owner)
     found = tracker.find_note(project, tracking.iid, AUDIT_NOTE_MARKER)
@@ -147,6 +153,7 @@ def audit_one(
         "reminded": reminded,
         "pages_failing": len(audit.pages_failing),
         "calendar_drift": audit.calendar_drift,
+        "unanswered": sum(len(q) for _, q in audit.unanswered),
         "tracking_issue": tracking.web_url,
     }
 

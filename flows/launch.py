@@ -118,7 +118,9 @@ def run_launch(
         user_ids = check_gitlab(systems.tracker, plan)
         guard()
         # Calendar changes and page reads run in worker threads while issues are reconciled.
-        calendar = reconcile_calendar(systems.calendar, systems.calendar_id, plan, dry_run)
+        calendar = reconcile_calendar(
+            systems.calendar, systems.calendar_id, plan, dry_run, settings.sales_channel_email
+        )
         pages = check_pages.submit(systems.pages, plan, settings)
         results = reconcile_issues(systems.tracker, plan, user_ids, dry_run)
         results += calendar.results()

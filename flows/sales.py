@@ -16,6 +16,7 @@ from prefect.input import RunInput
 from prefect.runtime import deployment as deployment_ctx
 from pydantic import Field
 
+from tminus.domain.answers import fill_kit
 from tminus.domain.issues import CANCELLED_LABEL, IssueTracker
 from tminus.domain.plan import IssueRole, Plan
 from tminus.domain.results import ActionResult, Outcome
@@ -26,7 +27,7 @@ from tminus.integrations.slack import SalesChannel, as_markdown
 from tminus.integrations.slack_blocks import sales_message
 from tminus.settings import Settings
 from tminus.tasks.locks import launch_lock
-from tminus.tasks.sales import observe_sales, send_message, write_sales_note
+from tminus.tasks.sales import observe_answers, observe_sales, send_message, write_sales_note
 
 
 class SalesApproval(RunInput):
@@ -43,6 +44,7 @@ class PendingMessage:
     state: SalesState
     payload: dict[str, Any]
     tracking_iid: int
+    digest: str = ""  # of the kit shown (the launch file and the answers it took)
 
     @property
     def shown(self) -> str:
@@ -71,21 +73,27 @@ def prepare_sales(
         if settled != state.note and not dry_run:  # a PMM said "it arrived": tidy the note
             write_sales_note(tracker, plan, tracking.iid, state.note_id, settled)
         return sales_row(plan, Outcome.unchanged, "sales already told; tier and date unchanged")
+    if dry_run:
+        return sales_row(plan, state.outcome, f"would send the {state.what}")
+    # The sister issues' answers fill what the launch file leaves empty in the kit.
+    kit = fill_kit(plan.request, observe_answers(tracker, plan), kit_questions(plan))
     payload = sales_message(
-        plan.request,
+        kit,
         tracking_url=tracking.url,
         features_url=settings.features_page,
         correction_of=settled.sent if state.decision == "correct" else None,
     )
-    if dry_run:
-        return sales_row(plan, state.outcome, f"would send the {state.what}")
-    pending = PendingMessage(state, payload, tracking.iid)
+    pending = PendingMessage(state, payload, tracking.iid, sent_record(kit).digest)
     create_markdown_artifact(
         key=f"sales-message-{plan.request.slug}",
         markdown=pending.shown,
         description=f"Sales {state.what} for {plan.request.title}",
     )
     return pending
+
+
+def kit_questions(plan: Plan) -> dict[str, str]:
+    return plan.notification.kit if plan.notification else {}
 
 
 def approve_and_send(
@@ -110,7 +118,8 @@ def approve_and_send(
         # A deployment run (UI, trigger, schedule) suspends: its process exits and frees the
         # runner's slot while the PMM takes their time; on Resume the run starts again from
         # the top (every step is idempotent: nothing is redone) and gets the answer here.
-        key = f"sales-{pending.state.decision}-{sent_record(plan.request).digest}"
+        # A new answer in a sister issue changes the message: it asks for a new approval.
+        key = f"sales-{pending.state.decision}-{pending.digest}"
         answer = suspend_flow_run(wait_for_input=form, timeout=settings.approval_timeout, key=key)
     else:
         answer = pause_flow_run(

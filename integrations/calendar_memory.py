@@ -67,6 +67,7 @@ class MemoryCalendar:
                 launch_slug=tags.launch_slug,
                 activity_key=tags.activity_key,
                 url=f"memory://{calendar_id}/{change.event_id}",
+                attendees=change.attendees,
             )
             row.url = held[change.event_id].url
         elif isinstance(change, UpdateEvent):
@@ -89,6 +90,8 @@ class MemoryCalendar:
                 )
             if change.revive:
                 event = replace(event, cancelled=False)
+            if change.attendees is not None:
+                event = replace(event, attendees=change.attendees)
             held[event.event_id] = event
             row.url = event.url
         elif isinstance(change, CancelEvent):

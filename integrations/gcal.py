@@ -173,6 +173,11 @@ def observed_event(event: dict[str, Any]) -> CalendarEvent:
         activity_key=_tag(private.get(ACTIVITY_PROP)),
         cancelled=event.get("status") == "cancelled",
         url=_tag(event.get("htmlLink")),
+        attendees=tuple(
+            str(a["email"])
+            for a in event.get("attendees") or []
+            if isinstance(a, dict) and a.get("email")
+        ),
     )
 
 
@@ -191,6 +196,7 @@ def insert_body(change: InsertEvent) -> dict[str, Any]:
         "end": {"date": end_day(spec.day).isoformat()},
         "transparency": "transparent",
         "extendedProperties": {"private": private_properties(change.tags)},
+        **({"attendees": [{"email": a} for a in change.attendees]} if change.attendees else {}),
     }
 
 
@@ -219,7 +225,15 @@ def patch_body(change: UpdateEvent) -> dict[str, Any]:
         patch["extendedProperties"] = {"private": private_properties(change.tags)}
     if change.revive:
         patch["status"] = "confirmed"
+    if change.attendees is not None:
+        patch["attendees"] = [{"email": a} for a in change.attendees]
     return patch
+
+
+def _notify(attendees: Any) -> dict[str, str]:
+    """Google emails attendees only when asked: an event with attendees (the sales channel
+    on the sales training) sends them the invitation, and the update when it moves."""
+    return {"sendUpdates": "all"} if attendees else {}
 
 
 # --- the adapter ------------------------------------------------------------------------------
@@ -306,6 +320,7 @@ class CalendarAdapter:
                     calendarId=calendar_id,
                     eventId=change.before.event_id,
                     body=patch_body(change),
+                    **_notify(change.attendees or change.before.attendees),
                 ),
                 resource,
             )
@@ -341,7 +356,9 @@ class CalendarAdapter:
         self, calendar_id: str, body: dict[str, Any], resource: str
     ) -> dict[str, Any] | None:
         """Insert; None when the id is taken (409 duplicate)."""
-        request = self._events.insert(calendarId=calendar_id, body=body)
+        request = self._events.insert(
+            calendarId=calendar_id, body=body, **_notify(body.get("attendees"))
+        )
         try:
             return self._execute(request, resource)
         except PermanentError as exc:

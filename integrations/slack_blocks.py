@@ -93,6 +93,10 @@ def _feature_text(feature: Feature) -> str:
         lines.append(f"*Who it is for:* {escape(feature.audience)}")
     if feature.pain:
         lines.append(f"*Pain it solves:* {escape(feature.pain)}")
+    if feature.benefit:
+        lines.append(f"*Benefit:* {escape(feature.benefit)}")
+    if feature.workflow:
+        lines.append(f"*How their workflow changes:* {escape(feature.workflow)}")
     if feature.selling_points:
         lines.append("*Key selling points*")
         lines.extend(f"• {escape(p)}" for p in feature.selling_points)

@@ -38,7 +38,11 @@ def apply_calendar_change(
 
 
 def reconcile_calendar(
-    calendar: LaunchCalendar, calendar_id: str, plan: Plan, dry_run: bool = False
+    calendar: LaunchCalendar,
+    calendar_id: str,
+    plan: Plan,
+    dry_run: bool = False,
+    sales_email: str | None = None,
 ) -> Applying:
     """Put launch day and every calendar activity on the launch calendar; move or cancel
     entries when the date or tier changed. Observes (one task run), diffs, and applies each
@@ -58,5 +62,7 @@ def reconcile_calendar(
             detail=str(exc),
         )
         return Applying([row])
-    changes = diff_calendar(plan.calendar, observed, slug, skip_reason=calendar.skip_reason)
+    changes = diff_calendar(
+        plan.calendar, observed, slug, skip_reason=calendar.skip_reason, sales_email=sales_email
+    )
     return apply_changes(apply_calendar_change, changes, dry_run, calendar, calendar_id)

@@ -18,6 +18,7 @@ from uuid import uuid4
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tminus.domain.answers import sister_answers
 from tminus.domain.issues import IssueTracker
 from tminus.domain.plan import Plan
 from tminus.domain.results import ActionResult, Outcome
@@ -60,6 +61,15 @@ def observe_sales(tracker: IssueTracker, plan: Plan, tracking_iid: int) -> Sales
 
         note = answered(note, arrived=replied("arrived"), resend=replied("resend"))
     return diff_sales(found[0] if found else None, note, plan.request)
+
+
+@task(name="observe-answers", cache_policy=NO_CACHE)
+def observe_answers(tracker: IssueTracker, plan: Plan) -> dict[str, dict[str, str]]:
+    """Read the answers typed into the launch's sister issues (read only): feature slug ->
+    question -> answer."""
+    request = plan.request
+    issues = tracker.find_issues(request.project, request.launch_label, plan.launch_marker)
+    return sister_answers(plan, issues)
 
 
 @task(name="write-sales-note", cache_policy=NO_CACHE)

@@ -215,3 +215,59 @@ def test_event_ids_are_stable_and_valid() -> None:
         5 <= len(i) <= 1024 and set(i) <= set("0123456789abcdefghijklmnopqrstuv") for i in ids
     )
     assert event_id("a/calendar/b") == event_id("a/calendar/b")
+
+
+TRAINING = SPEC.model_copy(
+    update={
+        "key": "x/calendar/sales-training",
+        "activity_key": "sales-training",
+        "invite_sales": True,
+    }
+)
+SALES = "sales-channel@example.com"
+
+
+def test_the_sales_training_invites_the_sales_channel_when_it_has_an_address() -> None:
+    (insert,) = diff_calendar([TRAINING], [], SLUG, sales_email=SALES)
+    assert isinstance(insert, InsertEvent) and insert.attendees == (SALES,)
+    (plain,) = diff_calendar([SPEC], [], SLUG, sales_email=SALES)
+    assert isinstance(plain, InsertEvent) and plain.attendees == ()  # only the training
+    (unset,) = diff_calendar([TRAINING], [], SLUG)
+    assert isinstance(unset, InsertEvent) and unset.attendees == ()
+
+
+def test_a_missing_attendee_is_added_beside_the_ones_people_invited() -> None:
+    event = on_calendar(TRAINING, attendees=("ada@example.com",))
+    (update,) = diff_calendar([TRAINING], [event], SLUG, sales_email=SALES)
+    assert isinstance(update, UpdateEvent)
+    assert update.attendees == ("ada@example.com", SALES)
+    assert update.changed() == ["attendees"]
+    invited = on_calendar(TRAINING, attendees=("ada@example.com", SALES.upper()))
+    (keep,) = diff_calendar([TRAINING], [invited], SLUG, sales_email=SALES)
+    assert isinstance(keep, KeepEvent)
+    # Unset later: the attendee stays (tminus cannot tell it from one a person added).
+    (kept,) = diff_calendar([TRAINING], [invited], SLUG)
+    assert isinstance(kept, KeepEvent)
+
+
+def test_the_training_agenda_lists_features_selling_points_and_kit_links(
+    l1: LaunchRequest, playbook: Playbook
+) -> None:
+    plan = plan_launch(l1, playbook, TODAY)
+    (training,) = [s for s in plan.calendar if s.activity_key == "sales-training"]
+    assert training.invite_sales
+    assert [s.key for s in plan.calendar if s.invite_sales] == [training.key]
+    agenda = training.description
+    assert "Agenda\n1. Code Review Agent: " in agenda and "\n3. Questions from sales" in agenda
+    assert "   - First review within minutes, on every merge request" in agenda
+    assert "   Docs: http://127.0.0.1:4281/docs/review-policies" in agenda
+    assert "- Blog post: http://127.0.0.1:4281/blog/code-review-agent" in agenda
+    assert "Where: Sales all-hands" in agenda
+
+
+def test_a_long_agenda_is_cut_to_what_google_keeps(l1: LaunchRequest, playbook: Playbook) -> None:
+    feature = l1.features[0].model_copy(update={"selling_points": ["x" * 280] * 8})
+    many = [feature.model_copy(update={"name": f"Feature {i}"}) for i in range(20)]
+    plan = plan_launch(l1.model_copy(update={"features": many}), playbook, TODAY)
+    (training,) = [s for s in plan.calendar if s.invite_sales]
+    assert len(training.description) <= 8_000 and training.description.endswith("…")

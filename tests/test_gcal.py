@@ -879,3 +879,12 @@ def test_calendar_fault_switch_over_http(gcal: StandIn) -> None:
         assert answer.json() == {"pending": [{"status": 429, "reason": "rateLimitExceeded"}]}
         assert http.get(f"/calendar/v3/calendars/{CAL}/events").status_code == 429
         assert http.get("/_sandbox/calendar/faults").json() == {"pending": []}
+
+
+def test_the_sales_channel_address_is_bounded_as_an_email() -> None:
+    address = "sales-channel@example.slack.com"
+    assert load_settings({"TMINUS_SALES_CHANNEL_EMAIL": address}).sales_channel_email == address
+    assert load_settings({}).sales_channel_email is None
+    for bad in ("sales", "a b@example.com", "<x>@example.com", "x@-example.com", "a@" + "b" * 260):
+        with pytest.raises(SettingsError, match="TMINUS_SALES_CHANNEL_EMAIL"):
+            load_settings({"TMINUS_SALES_CHANNEL_EMAIL": bad})

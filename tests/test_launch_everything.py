@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import date, timedelta
@@ -173,3 +174,110 @@ def test_l1_sales_message_waits_for_approval(
     worker.join(timeout=60)
     assert rows(done["result"], "sales")[0]["outcome"] == "created"
     assert len(messages(sandbox)) == 1
+
+
+def paused_launch(
+    settings: Settings, request: LaunchRequest, done: dict[str, Any]
+) -> tuple[threading.Thread, Any]:
+    """Start the launch in a thread; return it and its run once paused for approval."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState
+    from prefect.client.schemas.objects import StateType
+
+    def run() -> None:
+        with use_settings(settings):
+            done.update(result=launch(request=request))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    paused = None
+    with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 60
+        while paused is None and time.monotonic() < deadline:
+            state = FlowRunFilterState(type={"any_": [StateType.PAUSED]})
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=state))
+            paused = runs[0] if runs else None
+            time.sleep(0.3)
+    assert paused is not None, "the launch never paused for approval"
+    return worker, paused
+
+
+def preview(paused: Any, slug: str) -> tuple[str, str]:
+    """The approval form's text and the latest sales-message artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+    from prefect.input.actions import read_flow_run_input
+
+    keyset = paused.state.state_details.run_input_keyset
+    form = read_flow_run_input(keyset["description"], flow_run_id=paused.id)
+    with get_client(sync_client=True) as client:
+        key = ArtifactFilterKey(any_=[f"sales-message-{slug}"])
+        artifact = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=key), sort=ArtifactSort.CREATED_DESC
+        )[0]
+    return str(form), str(artifact.data)
+
+
+def test_an_answer_typed_into_a_sister_issue_appears_in_the_next_approval_preview(
+    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest
+) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    approval = settings.model_copy(update={"playbook": None})  # L1 waits for a PMM
+    request = retarget(l1, sandbox.url)
+    done: dict[str, Any] = {}
+    worker, paused = paused_launch(approval, request, done)
+    assert all("Only on GitLab.com" not in text for text in preview(paused, request.slug))
+    resume_flow_run(paused.id, run_input={"approve": False, "comment": "wait for answers"})
+    worker.join(timeout=60)
+    assert messages(sandbox) == []
+
+    # The engineer answers in GitLab's editor: "Review policies" has no limitations in the file.
+    project = sandbox.gitlab().projects.get("marketing/launches")
+    (issue,) = [
+        i
+        for i in project.issues.list(get_all=True, labels=["launch-issue::sister"])
+        if "Review policies" in i.title
+    ]
+    question = "#### What are its current limitations?\n\n"
+    assert question + "_(answer here)_" in issue.description
+    issue.description = issue.description.replace(
+        question + "_(answer here)_", question + "- Only on GitLab.com\n- Not for <forks>"
+    )
+    issue.save()
+    typed = issue.description
+
+    worker, paused = paused_launch(approval, request, done)
+    for text in preview(paused, request.slug):
+        assert "Only on GitLab.com" in text and "Not for &lt;forks&gt;" in text
+        assert "<forks>" not in text
+    resume_flow_run(paused.id, run_input={"approve": True})
+    worker.join(timeout=60)
+    assert rows(done["result"], "sales")[0]["outcome"] == "created"
+    (sent,) = messages(sandbox)
+    assert "Only on GitLab.com" in json.dumps(sent["payload"])
+    assert project.issues.get(issue.iid).description == typed  # the re-run kept the answer
+
+
+def test_the_sales_training_invites_the_sales_channel_with_an_agenda(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    request = retarget(l2, sandbox.url)
+    address = "sales-channel@example.slack.com"
+    with use_settings(settings.model_copy(update={"sales_channel_email": address})):
+        launch(request=request)
+        cal = events(sandbox)
+        training = cal[training_key(request)]
+        assert training["attendees"] == [{"email": address, "responseStatus": "needsAction"}]
+        assert "Agenda\n1. Merge trains: " in training["description"]
+        assert all("attendees" not in e for k, e in cal.items() if k != training_key(request))
+        assert sandbox.sandbox.calendar.invitations == [(training["id"], address)]
+        sandbox.clear_log()
+        launch(request=request)
+        assert sandbox.writes() == []  # re-run: nothing written, nobody invited again
+        assert len(sandbox.sandbox.calendar.invitations) == 1
+
+
+def training_key(request: LaunchRequest) -> str:
+    return f"{request.slug}/calendar/sales-training"

@@ -118,8 +118,21 @@ def test_audit_marks_overdue_work_at_risk_and_reminds_once(
     for issue in project.issues.list(get_all=True, labels=["launch-issue::activity"]):
         issue.state_event = "close"
         issue.save()
-    for issue in project.issues.list(get_all=True, labels=["launch-issue::sister"]):
+    sisters = project.issues.list(get_all=True, labels=["launch-issue::sister"])
+    for issue in sisters:
         issue.state_event = "close"
+        issue.save()
+    # Closed, but nobody answered its questions: not ready, and the note lists them.
+    (closed,) = audit(projects=[PROJECT])
+    assert closed["status"] == "on-track" and closed["unanswered"] == 8
+    assert closed["readiness"] == 99
+    (note,) = [
+        n for n in tracking_issue(sandbox).notes.list(get_all=True) if "tminus:audit" in n.body
+    ]
+    assert "Sister issue questions not answered yet" in note.body
+    assert f"#{sisters[0].iid}" in note.body and "Who is it for?" in note.body
+    for issue in sisters:
+        issue.description = issue.description.replace("_(answer here)_", "Answered.")
         issue.save()
     (done,) = audit(projects=[PROJECT])
     assert done["status"] == "ready" and done["readiness"] == 100

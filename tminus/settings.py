@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         description="Slack incoming webhook for the sales channel. Unset: the local stand-in "
         "on the embedded default; otherwise sales is not notified.",
     )
+    sales_channel_email: str | None = Field(
+        default=None,
+        max_length=254,
+        pattern=r"^[^@\s<>,;\"']{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$",
+        description="The sales channel's email address (a Slack channel's, or a group's): an "
+        "attendee of the sales training event. Unset: the event has no attendee.",
+    )
     features_url: str | None = Field(
         default=None, description="The /features page that must list priority features."
     )

@@ -179,6 +179,8 @@ class GCalStore(SqliteStore):
         super().__init__(path, SCHEMA)
         self.require_auth = require_auth
         self._faults: list[tuple[int, str]] = []
+        # Emails Google would have sent attendees (``sendUpdates=all``): (event id, address).
+        self.invitations: list[tuple[str, str]] = []
 
     def reset(self) -> None:
         """Forget every calendar, event and pending fault."""
@@ -187,6 +189,13 @@ class GCalStore(SqliteStore):
             db.execute("DELETE FROM calendars")
         with self._lock:
             self._faults.clear()
+            self.invitations.clear()
+
+    def notify(self, request: Request, event: dict[str, Any]) -> None:
+        """Record the emails Google sends attendees when the caller asks for them."""
+        if request.query_params.get("sendUpdates") == "all":
+            with self._lock:
+                self.invitations += [(event["id"], a["email"]) for a in event.get("attendees", [])]
 
     # --- faults ---
 
@@ -307,6 +316,14 @@ def _check_event(event: dict[str, Any]) -> None:
         raise GoogleError(400, "timeRangeEmpty")
     if event.get("status", "confirmed") not in STATUSES:
         raise GoogleError(400, "invalid", "Invalid value for: status")
+    attendees = event.get("attendees")
+    if attendees is not None:
+        if not isinstance(attendees, list) or not all(
+            isinstance(a, dict) and "@" in str(a.get("email") or "") for a in attendees
+        ):
+            raise GoogleError(400, "invalid", "Invalid attendee email.")
+        for attendee in attendees:  # as Google answers: each invitee has a response
+            attendee.setdefault("responseStatus", "needsAction")
     props = event.get("extendedProperties")
     if props is not None:
         if not isinstance(props, dict):
@@ -457,6 +474,7 @@ class GCalApi:
         stored = self.store.insert(
             calendar_id, self._finish(event, calendar_id, self._base(request))
         )
+        self.store.notify(request, stored)
         return JSONResponse(stored)
 
     async def get_event(self, request: Request) -> Response:
@@ -473,6 +491,7 @@ class GCalApi:
         _check_event(event)
         event["sequence"] = int(current.get("sequence", 0)) + 1
         finished = self._finish(event, calendar_id, self._base(request), created=current["created"])
+        self.store.notify(request, finished)
         return JSONResponse(self.store.replace(calendar_id, finished))
 
     async def patch_event(self, request: Request) -> Response:
@@ -627,7 +646,10 @@ def calendar_pages(store: GCalStore) -> list[Route]:
             f"<p><b>{_esc(_when_text(event))}</b> · {_esc(event.get('status'))} · "
             f'on <a href="./?cal={_esc(quote(calendar_id, safe=""))}">{_esc(calendar_id)}</a></p>'
             f"<pre>{_esc(event.get('description') or '')}</pre>"
-            f"<table>{prop_rows}</table>"
+            + "".join(
+                f"<p>Attendee: {_esc(a.get('email'))}</p>" for a in event.get("attendees") or []
+            )
+            + f"<table>{prop_rows}</table>"
         )
         return HTMLResponse(_PAGE.format(title=_esc(event.get("summary") or "event"), body=body))
 

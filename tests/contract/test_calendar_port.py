@@ -194,6 +194,28 @@ def test_a_plan_diffed_against_its_own_result_is_all_noops(
     assert after and all(is_noop(c.planned()) for c in after), [c.planned() for c in after]
 
 
+def test_the_sales_channel_is_invited_once_and_kept_beside_other_attendees(
+    calendar: LaunchCalendar, l1: LaunchRequest, playbook: Playbook
+) -> None:
+    plan = plan_for(l1, playbook)
+    (training,) = [s for s in plan.calendar if s.invite_sales]
+    sales = "sales@example.com"
+
+    def sync_with(email: str | None) -> list[Any]:
+        changes = diff_calendar(
+            plan.calendar, calendar.observe(CAL, l1.slug), l1.slug, sales_email=email
+        )
+        return [calendar.apply(CAL, c) for c in changes if not is_noop(c.planned())]
+
+    sync_with(None)
+    assert observed(calendar, l1.slug)[training.key].attendees == ()
+    assert len(sync_with(sales)) == 1  # the training event gains its attendee, in place
+    assert observed(calendar, l1.slug)[training.key].attendees == (sales,)
+    assert sync_with(sales) == []  # a re-run writes nothing
+    others = [e for k, e in observed(calendar, l1.slug).items() if k != training.key]
+    assert all(e.attendees == () for e in others)
+
+
 def test_writing_to_an_event_that_is_gone_fails_permanently(
     calendar: LaunchCalendar, l1: LaunchRequest, playbook: Playbook
 ) -> None:
