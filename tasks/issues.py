@@ -34,6 +34,7 @@ from tminus.domain.issues import (
 from tminus.domain.plan import IssueSpec, Plan, key_marker_prefix
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import ActionResult, Outcome
+from tminus.domain.retro import fill_for
 from tminus.errors import PermanentError, TminusError
 from tminus.tasks.apply import apply_changes, each
 
@@ -159,7 +160,10 @@ def reconcile_issues(
 
     def change(spec: IssueSpec, refs: dict[str, int]) -> IssueChange:
         assignee = user_ids.get(spec.assignee) if spec.assignee else None
-        return issue_change(spec, existing.get(spec.key), refs=refs, assignee_id=assignee)
+        late = fill_for(spec, existing.values(), plan.today)  # the retrospective's list
+        return issue_change(
+            spec, existing.get(spec.key), refs=refs, assignee_id=assignee, late_work=late
+        )
 
     rows: list[ActionResult] = []
     try:
