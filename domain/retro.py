@@ -14,8 +14,8 @@ changes only when work closes, not every day).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date
 
 from tminus.domain.issues import DROPPED_LABEL, IssueState, split_description, table_cells
@@ -78,6 +78,35 @@ def late_work_markdown(issues: Iterable[IssueState], day: date, today: date, ski
             done = f"closed {item.closed_on} ({days})"
         lines.append(f"- #{issue.iid} {issue.title}: due {issue.due_date}, {done}")
     return "\n".join(lines)
+
+
+def as_written(
+    specs: Sequence[IssueSpec], observed: Mapping[str, IssueState], iids: Mapping[str, int]
+) -> list[IssueState]:
+    """The launch's issues as a run leaves them: the observed ones with their planned title
+    and due date, plus the ones it created (open; ``iids`` by key). Issues no longer planned
+    are left out (the run drops them)."""
+    out = []
+    for spec in specs:
+        seen = observed.get(spec.key)
+        if seen is not None:
+            out.append(replace(seen, title=spec.title, due_date=spec.due_date))
+        elif spec.key in iids:
+            iid = iids[spec.key]
+            out.append(
+                IssueState(
+                    iid=iid,
+                    web_url="",
+                    title=spec.title,
+                    description="",
+                    labels=spec.labels,
+                    due_date=spec.due_date,
+                    assignee_ids=(),
+                    state="opened",
+                    key=spec.key,
+                )
+            )
+    return out
 
 
 def fill_for(spec: IssueSpec, issues: Iterable[IssueState], today: date) -> str:

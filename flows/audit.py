@@ -35,11 +35,11 @@ from tminus.domain.issues import (
     IssueWrite,
     issue_change,
 )
-from tminus.domain.plan import IssueSpec, key_marker_prefix, request_from_description
+from tminus.domain.plan import IssueSpec, Plan, key_marker_prefix, request_from_description
 from tminus.domain.planner import plan_launch
 from tminus.domain.playbook import Playbook
 from tminus.domain.results import Outcome
-from tminus.domain.retro import RETROSPECTIVE, fill_for, read_actuals
+from tminus.domain.retro import RETROSPECTIVE, as_written, fill_for, read_actuals
 from tminus.errors import TminusError
 from tminus.integrations.clients import connect
 from tminus.integrations.gitlab_repo import team_playbook
@@ -59,8 +59,8 @@ def keep_retrospective(
     project: str,
     tracking: IssueState,
     spec: IssueSpec,
+    plan: Plan,
     issues: list[IssueState],
-    today: date,
 ) -> list[IssueState]:
     """From its due date, the retrospective exists and lists the late work GitLab shows:
     created (and linked to the tracking issue) when missing, its list updated when work
@@ -68,7 +68,9 @@ def keep_retrospective(
     with the retrospective as written."""
     existing = next((i for i in issues if i.key == spec.key), None)
     uid = tracker.user_id(spec.assignee) if spec.assignee and existing is None else None
-    late = fill_for(spec, issues, today)
+    # The late work as a launch run lists it: the planned issues, as GitLab has them.
+    work = as_written(plan.issues, {i.key: i for i in issues if i.key}, {})
+    late = fill_for(spec, work, plan.today)
     change = issue_change(spec, existing, refs={}, assignee_id=uid, late_work=late)
     if isinstance(change, CreateIssue):
         written = tracker.create_issue(project, change.write, spec.labels)
@@ -114,7 +116,7 @@ def audit_one(
 
     retro = next((s for s in plan.issues if s.activity_key == RETROSPECTIVE), None)
     if retro is not None and retro.due_date is not None and today >= retro.due_date:
-        issues = keep_retrospective(tracker, project, tracking, retro, issues, today)
+        issues = keep_retrospective(tracker, project, tracking, retro, plan, issues)
     retro_key = retro.key if retro else f"{request.slug}/activity/{RETROSPECTIVE}"
     retro_state = next((i for i in issues if i.key == retro_key), None)
     actuals = read_actuals(retro_state.description, request.success_metrics) if retro_state else {}
