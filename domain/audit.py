@@ -8,7 +8,14 @@ passing (pages count fully when the launch has no page checks). Status:
   (readiness stays below 100 until then);
 - ``at-risk``: an open issue is past its due date, or a page fails within a week of launch,
   or launch day has passed without being ready;
-- ``on-track``: anything else.
+- ``on-track``: anything else;
+- ``launched``: from launch day on, in place of the three above.
+
+Work due after launch day (the retrospective) is not part of readiness, but is reminded about
+when overdue like any other. After launch day the note shows the retrospective, and from
+``METRICS_DAYS`` after it the success metrics against the actuals people entered in the
+retrospective's table. The tracking issue is closed once the retrospective is closed (and, when
+the launch has success metrics, once they have been reported).
 
 Blocked work (an open issue waiting for an open one, the playbook's ``depends_on``) is listed;
 when it is overdue, the reminder goes to the owner of what blocks it, not to its own owner.
@@ -17,15 +24,18 @@ when it is overdue, the reminder goes to the owner of what blocks it, not to its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 from tminus.domain import markers
-from tminus.domain.issues import DROPPED_LABEL, IssueState
+from tminus.domain.issues import IssueState
+from tminus.domain.request import SuccessMetric
+from tminus.domain.retro import METRICS_DAYS, is_work
 
 STATUS_LABEL_PREFIX = "launch-status::"
-STATUSES = ("on-track", "at-risk", "ready")
+STATUSES = ("on-track", "at-risk", "ready", "launched")
 AUDIT_NOTE_MARKER = markers.AUDIT
 REMINDER_MARKER = markers.REMINDER
+DONE_MARKER = markers.DONE
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,9 @@ class LaunchAudit:
     blocked: list[Blocked] = field(default_factory=list)
     # Sister issues with questions nobody answered yet, and those questions.
     unanswered: list[tuple[IssueState, list[str]]] = field(default_factory=list)
+    retro: IssueState | None = None
+    # (metric, the actual entered in the retrospective or None), once reported
+    metrics: list[tuple[SuccessMetric, str | None]] = field(default_factory=list)
 
     @property
     def share_done(self) -> float:
@@ -89,7 +102,24 @@ class LaunchAudit:
         return (self.launch_date - self.today).days
 
     @property
+    def metrics_day(self) -> date:
+        return self.launch_date + timedelta(days=METRICS_DAYS)
+
+    @property
+    def report_metrics(self) -> bool:
+        return bool(self.metrics) and self.today >= self.metrics_day
+
+    @property
+    def close_tracking(self) -> bool:
+        """The retrospective is closed: the launch is done, once its metrics are reported."""
+        if self.retro is None or self.retro.state != "closed" or self.days_to_launch > 0:
+            return False
+        return not self.metrics or self.report_metrics
+
+    @property
     def status(self) -> str:
+        if self.days_to_launch <= 0:
+            return "launched"
         if self.done == self.total and not self.pages_failing and not self.unanswered:
             return "ready"
         if self.overdue or self.days_to_launch < 0:
@@ -111,17 +141,17 @@ def audit_launch(
     calendar_drift: int = 0,
     depends_on: dict[str, tuple[str, ...]] | None = None,
     unanswered: list[tuple[IssueState, list[str]]] | None = None,
+    retro_key: str | None = None,
+    metrics: list[SuccessMetric] | None = None,
+    actuals: dict[str, str] | None = None,
 ) -> LaunchAudit:
     """Audit the activity and sister issues of one launch (the tracking issue excluded).
 
-    ``depends_on``: issue key -> keys of the issues it waits for (the plan's)."""
-    work = [
-        i
-        for i in issues
-        if i.key
-        and ("/activity/" in i.key or "/sister/" in i.key)
-        and DROPPED_LABEL not in i.labels
-    ]
+    ``depends_on``: issue key -> keys of the issues it waits for (the plan's).
+    ``retro_key`` names the retrospective; ``actuals`` are read from it, by metric name."""
+    work = [i for i in issues if is_work(i)]
+    # Readiness is about launch day: work due after it does not count.
+    before = [i for i in work if i.due_date is None or i.due_date <= launch_date]
     overdue = [
         Overdue(i, (today - i.due_date).days)
         for i in work
@@ -140,14 +170,16 @@ def audit_launch(
         title=title,
         launch_date=launch_date,
         today=today,
-        total=len(work),
-        done=sum(1 for i in work if i.state == "closed"),
+        total=len(before),
+        done=sum(1 for i in before if i.state == "closed"),
         overdue=overdue,
         pages_total=pages_total,
         pages_failing=list(pages_failing or []),
         calendar_drift=calendar_drift,
         blocked=blocked,
         unanswered=list(unanswered or []),
+        retro=next((i for i in work if retro_key and i.key == retro_key), None),
+        metrics=[(m, (actuals or {}).get(m.name)) for m in metrics or []],
     )
 
 
@@ -202,6 +234,10 @@ def audit_note(audit: LaunchAudit, owner: str) -> str:
     if audit.unanswered:
         open_questions = sum(len(q) for _, q in audit.unanswered)
         lines.append(f"| sister questions | {open_questions} not answered |")
+    if audit.days_to_launch <= 0:
+        retro = audit.retro
+        state = f"#{retro.iid}, {retro.state}" if retro else "not created yet"
+        lines.append(f"| retrospective | {state} |")
     if audit.overdue:
         lines += ["", "**Overdue**", ""]
         for o in audit.overdue:
@@ -226,7 +262,35 @@ def audit_note(audit: LaunchAudit, owner: str) -> str:
         for issue, questions in audit.unanswered:
             asked = "; ".join(questions)
             lines.append(f"- #{issue.iid} {issue.title}: {len(questions)} open ({asked})")
+    if audit.report_metrics:
+        where = f"#{audit.retro.iid}" if audit.retro else "the retrospective issue"
+        lines += [
+            "",
+            f"**Success metrics** (from {audit.metrics_day}; actuals as entered in {where})",
+            "",
+            "| metric | target | actual | source |",
+            "|---|---|---|---|",
+        ]
+        for metric, actual in audit.metrics:
+            shown = _inert(actual) if actual else "not entered yet"
+            lines.append(f"| {metric.name} | {metric.target} | {shown} | {metric.source} |")
     return "\n".join(lines)
+
+
+def done_note(audit: LaunchAudit) -> str:
+    """The note on the tracking issue when the audit closes it."""
+    retro = f" #{audit.retro.iid}" if audit.retro else ""
+    return (
+        f"<!-- {DONE_MARKER} -->\ntminus: the retrospective{retro} is closed, so the launch "
+        "is done: closing its tracking issue (once: reopened, it stays open and audited)."
+    )
+
+
+def _inert(text: str) -> str:
+    """A person's cell shown in tminus's note: one short line, no table break, no mention."""
+    flat = " ".join(text.split())
+    flat = flat if len(flat) <= 80 else flat[:79] + "…"
+    return flat.replace("|", "\\|").replace("@", "@\u2060").replace("<", "&lt;")
 
 
 def reminder_note(overdue: Overdue, owner: str, today: date) -> str:

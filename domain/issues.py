@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Protocol
 
 from tminus.domain.answers import missing_form
 from tminus.domain.plan import (
     KEY_MARKER_PATTERN,
+    LATE_WORK,
     REF_PATTERN,
     IssueRole,
     IssueSpec,
@@ -49,6 +50,7 @@ class IssueState:
     state: str  # "opened" | "closed"
     key: str | None = None
     assignees: tuple[str, ...] = ()  # usernames
+    closed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,36 @@ def carry_ticks(new: str, old: str) -> str:
     return "\n".join(out)
 
 
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+
+
+def table_cells(line: str) -> list[str] | None:
+    """The cells of a markdown table row (``| a | b |``), or None for any other line."""
+    text = line.strip()
+    if not (text.startswith("|") and text.endswith("|") and len(text) > 1):
+        return None
+    return [cell.strip() for cell in _CELL_SPLIT.split(text[1:-1])]
+
+
+def carry_cells(new: str, old: str) -> str:
+    """Keep what people wrote in the empty last cell of a table row of ``new`` (an actual in
+    the success metrics table), matching rows by their first cell."""
+    written: dict[str, str] = {}
+    for line in old.splitlines():
+        cells = table_cells(line)
+        if cells and len(cells) > 1 and cells[-1] and not set(cells[-1]) <= set("-: "):
+            written.setdefault(cells[0], cells[-1])
+    if not written:
+        return new
+    out = []
+    for line in new.splitlines():
+        cells = table_cells(line)
+        if cells and len(cells) > 1 and not cells[-1] and cells[0] in written:
+            line = "| " + " | ".join([*cells[:-1], written[cells[0]]]) + " |"
+        out.append(line)
+    return "\n".join(out)
+
+
 def _normal(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").strip().splitlines())
 
@@ -206,7 +238,7 @@ def diff_issue(
     closed (closed means done) unless tminus itself closed it as dropped.
     """
     old_managed, _, tail = split_description(existing.description)
-    new_managed = carry_ticks(managed, old_managed)
+    new_managed = carry_cells(carry_ticks(managed, old_managed), old_managed)
     description = None
     if spec.questions and (missing := missing_form(tail, spec.questions)):
         tail = tail.rstrip("\n") + "\n" + missing  # only added to: answers stay as typed
@@ -434,9 +466,12 @@ def issue_change(
     *,
     refs: dict[str, int],
     assignee_id: int | None,
+    late_work: str = "",
 ) -> CreateIssue | UpdateIssue:
-    """Create the issue, or update the fields that drifted (a no-op when none did)."""
-    managed = fill_refs(spec.description, refs)
+    """Create the issue, or update the fields that drifted (a no-op when none did).
+
+    ``late_work`` fills the spec's late-work placeholder (``tminus.domain.retro``)."""
+    managed = fill_refs(spec.description, refs).replace(LATE_WORK, late_work)
     if existing is None:
         return CreateIssue(spec, new_issue(spec, managed=managed, assignee_id=assignee_id))
     write = diff_issue(spec, existing, managed=managed, assignee_id=assignee_id)

@@ -27,6 +27,8 @@ SALES_PENDING_PATTERN = re.compile(r"<!-- tminus:sales-pending (\{[^\n]*?\}) -->
 AUDIT = f"{PREFIX}audit"
 REMINDER = f"{PREFIX}reminder"
 CANCELLED = f"{PREFIX}cancelled"
+# The note the audit leaves on a tracking issue it closes (its retrospective closed).
+DONE = f"{PREFIX}launch-done"
 
 
 def comment(marker: str, data: str = "") -> str:

@@ -22,6 +22,11 @@ from tminus.domain.request import LaunchRequest
 REF_PATTERN = re.compile(r"\[\[ref:([a-z0-9/-]+)\]\]")
 
 
+# Where a description lists the launch's late work; filled from what GitLab has when the
+# issue is written (``tminus.domain.retro``), as refs are.
+LATE_WORK = "[[late-work]]"
+
+
 def ref_placeholder(key: str) -> str:
     return f"[[ref:{key}]]"
 

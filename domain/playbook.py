@@ -34,7 +34,9 @@ from markupsafe import EscapeFormatter, Markup
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from tminus.domain.answers import PLACEHOLDER, KitField
+from tminus.domain.plan import LATE_WORK
 from tminus.domain.request import SLUG_PATTERN, Feature, Label, LaunchRequest, Line, Tier
+from tminus.domain.retro import metrics_table
 from tminus.domain.tiering import TierScoring
 from tminus.domain.validation import (
     clip,
@@ -811,7 +813,14 @@ _SAMPLES = (_sample(longest=False), _sample(longest=True))
 
 def template_context(request: LaunchRequest, playbook: Playbook, **extra: Any) -> dict[str, Any]:
     """The names every template can use; documented in the default playbook's header."""
-    return {"launch": request, "tier": request.tier.value, "roles": playbook.roles, **extra}
+    after = {"late_work": LATE_WORK, "metrics_table": metrics_table(request)}
+    return {
+        "launch": request,
+        "tier": request.tier.value,
+        "roles": playbook.roles,
+        **after,
+        **extra,
+    }
 
 
 class _OutOfTime(Exception):

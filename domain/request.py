@@ -201,6 +201,26 @@ class TierOverride(BaseModel):
         return value.lstrip("@") if isinstance(value, str) else value
 
 
+class SuccessMetric(BaseModel):
+    """A target the launch is judged by after launch day; its actual is entered in the
+    retrospective issue and shown against the target in the audit from T+30."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: Line = Field(min_length=2, max_length=120, description="e.g. 'Weekly active users'.")
+    target: Line = Field(min_length=1, max_length=120, description="e.g. '500 by T+30'.")
+    source: Line = Field(
+        min_length=1, max_length=280, description="Where the actual is read, e.g. a dashboard."
+    )
+
+    @field_validator("name", "target", "source")
+    @classmethod
+    def _no_pipe(cls, value: str) -> str:
+        if "|" in value:
+            raise ValueError("'|' cannot be used: the metric is shown as a table row")
+        return value
+
+
 class LaunchRequest(BaseModel):
     """A launch decision: what ships, when, how big, and who owns it."""
 
@@ -268,6 +288,12 @@ class LaunchRequest(BaseModel):
     tier_override: TierOverride | None = Field(
         default=None,
         description="When the tier differs from the recommended one: who chose it, and why.",
+    )
+    success_metrics: list[SuccessMetric] = Field(
+        default=[],
+        max_length=10,
+        description="Optional targets (name, target, source); actuals are entered in the "
+        "retrospective issue and shown against them in the audit from T+30.",
     )
 
     @field_validator("owner", mode="before")
@@ -343,6 +369,16 @@ class LaunchRequest(BaseModel):
                     f"{feature.slug!r}; give them distinct names"
                 )
             seen[feature.slug] = feature.name
+        return value
+
+    @field_validator("success_metrics")
+    @classmethod
+    def _unique_metrics(cls, value: list[SuccessMetric]) -> list[SuccessMetric]:
+        # The retrospective's table matches actuals to metrics by name.
+        names = [m.name.casefold() for m in value]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"metric {value[i].name!r} is listed twice; give each its name")
         return value
 
     @property

@@ -5,7 +5,7 @@ flow's signature).
 """
 
 from collections import deque
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,20 +18,30 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tminus.domain.answers import sister_unanswered
 from tminus.domain.audit import (
     AUDIT_NOTE_MARKER,
+    DONE_MARKER,
     STATUS_LABEL_PREFIX,
     STATUSES,
     audit_launch,
     audit_note,
+    done_note,
     reminder_body,
     reminder_marker,
     reminders,
 )
 from tminus.domain.calendar import LaunchCalendar, diff_calendar
-from tminus.domain.issues import CANCELLED_LABEL, IssueState, IssueTracker, IssueWrite
-from tminus.domain.plan import key_marker_prefix, request_from_description
+from tminus.domain.issues import (
+    CANCELLED_LABEL,
+    CreateIssue,
+    IssueState,
+    IssueTracker,
+    IssueWrite,
+    issue_change,
+)
+from tminus.domain.plan import IssueSpec, Plan, key_marker_prefix, request_from_description
 from tminus.domain.planner import plan_launch
 from tminus.domain.playbook import Playbook
 from tminus.domain.results import Outcome
+from tminus.domain.retro import RETROSPECTIVE, as_written, fill_for, read_actuals
 from tminus.errors import TminusError
 from tminus.integrations.clients import connect
 from tminus.integrations.gitlab_repo import team_playbook
@@ -44,6 +54,34 @@ WORKERS = 4
 # Launches audited at once, plus a few queued: the flow holds this many task runs (their
 # parameters and results), not one per open launch.
 IN_FLIGHT = 2 * WORKERS
+
+
+def keep_retrospective(
+    tracker: IssueTracker,
+    project: str,
+    tracking: IssueState,
+    spec: IssueSpec,
+    plan: Plan,
+    issues: list[IssueState],
+) -> list[IssueState]:
+    """From its due date, the retrospective exists and lists the late work GitLab shows:
+    created (and linked to the tracking issue) when missing, its list updated when work
+    closed since. Found by its key, so a re-run creates no second one. Returns ``issues``
+    with the retrospective as written."""
+    existing = next((i for i in issues if i.key == spec.key), None)
+    uid = tracker.user_id(spec.assignee) if spec.assignee and existing is None else None
+    # The late work as a launch run lists it: the planned issues, as GitLab has them.
+    work = as_written(plan.issues, {i.key: i for i in issues if i.key}, {})
+    late = fill_for(spec, work, plan.today)
+    change = issue_change(spec, existing, refs={}, assignee_id=uid, late_work=late)
+    if isinstance(change, CreateIssue):
+        written = tracker.create_issue(project, change.write, spec.labels)
+        tracker.link_issues(project, tracking.iid, written.iid)
+        return [*issues, written]
+    if change.write.is_empty():
+        return issues
+    written = tracker.update_issue(project, change.existing.iid, change.write)
+    return [written if i.iid == written.iid else i for i in issues]
 
 
 @task(
@@ -63,8 +101,6 @@ def audit_one(
 ) -> dict[str, Any]:
     """Audit one launch; update its audit note and status label; remind owners of overdue work
     (at most once a day per issue). Returns a row of the audit table."""
-    from datetime import date
-
     today = date.fromisoformat(today_iso)
     request = request_from_description(tracking.description)
     if request is None:
@@ -79,6 +115,13 @@ def audit_one(
         for i in tracker.find_issues(project, request.launch_label, key_marker_prefix(request.slug))
         if i.key and i.key.startswith(f"{request.slug}/")
     ]
+
+    retro = next((s for s in plan.issues if s.activity_key == RETROSPECTIVE), None)
+    if retro is not None and retro.due_date is not None and today >= retro.due_date:
+        issues = keep_retrospective(tracker, project, tracking, retro, plan, issues)
+    retro_key = retro.key if retro else f"{request.slug}/activity/{RETROSPECTIVE}"
+    retro_state = next((i for i in issues if i.key == retro_key), None)
+    actuals = read_actuals(retro_state.description, request.success_metrics) if retro_state else {}
 
     pages_failing: list[str] = []
     pages_total = 0
@@ -113,6 +156,9 @@ def audit_one(
         calendar_drift=calendar_drift,
         depends_on={s.key: s.depends_on for s in plan.issues if s.depends_on},
         unanswered=sister_unanswered(plan, issues),
+        retro_key=retro_key,
+        metrics=request.success_metrics,
+        actuals=actuals,
     )
     body = audit_note(audit, request.owner)
     found = tracker.find_note(project, tracking.iid, AUDIT_NOTE_MARKER)
@@ -141,6 +187,13 @@ def audit_one(
         if tracker.find_note(project, item.issue.iid, reminder_marker(today)) is None:
             tracker.add_note(project, item.issue.iid, reminder_body(item, request.owner, today))
             reminded += 1
+
+    closed = False
+    if audit.close_tracking and tracker.find_note(project, tracking.iid, DONE_MARKER) is None:
+        # Once: the note says so, and a tracking issue reopened after it stays open.
+        tracker.add_note(project, tracking.iid, done_note(audit))
+        tracker.update_issue(project, tracking.iid, IssueWrite(state_event="close"))
+        closed = True
     return {
         "launch": request.slug,
         "title": request.title,
@@ -154,6 +207,8 @@ def audit_one(
         "pages_failing": len(audit.pages_failing),
         "calendar_drift": audit.calendar_drift,
         "unanswered": sum(len(q) for _, q in audit.unanswered),
+        "retrospective": audit.retro.web_url if audit.retro else "",
+        "closed": closed,
         "tracking_issue": tracking.web_url,
     }
 

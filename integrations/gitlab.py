@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from datetime import date
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 import gitlab
@@ -121,6 +121,7 @@ def _surely_not_sent(exc: requests.RequestException) -> bool:
 
 def _state(attrs: dict[str, Any], key: str | None) -> IssueState:
     due = attrs.get("due_date")
+    closed = attrs.get("closed_at")
     return IssueState(
         iid=int(attrs["iid"]),
         web_url=str(attrs.get("web_url", "")),
@@ -132,6 +133,7 @@ def _state(attrs: dict[str, Any], key: str | None) -> IssueState:
         state=str(attrs.get("state", "opened")),
         key=key,
         assignees=tuple(str(a["username"]) for a in attrs.get("assignees") or ()),
+        closed_at=datetime.fromisoformat(closed) if closed else None,
     )
 
 

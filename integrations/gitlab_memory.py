@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from tminus.domain.issues import IssueState, IssueWrite, split_description
 from tminus.errors import PermanentError
@@ -165,6 +166,9 @@ class MemoryTracker:
             proj.labels.update(write.add_labels)
             description = state.description if write.description is None else write.description
             status = {"close": "closed", "reopen": "opened"}.get(write.state_event or "")
+            closed_at = state.closed_at
+            if status and status != state.state:
+                closed_at = datetime.now(UTC) if status == "closed" else None
             ids = state.assignee_ids if write.assignee_ids is None else write.assignee_ids
             state = replace(
                 state,
@@ -176,6 +180,7 @@ class MemoryTracker:
                 assignees=tuple(self._username(u) for u in ids),
                 labels=tuple(labels),
                 state=status or state.state,
+                closed_at=closed_at,
             )
             proj.issues[iid] = state
         return state

@@ -37,9 +37,10 @@ from tminus.domain.issues import (
     label_change,
     link_change,
 )
-from tminus.domain.plan import IssueSpec, Plan, key_marker_prefix
+from tminus.domain.plan import LATE_WORK, IssueSpec, Plan, key_marker_prefix
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import ActionResult, Outcome
+from tminus.domain.retro import as_written, fill_for
 from tminus.errors import PermanentError, TminusError
 from tminus.tasks.apply import apply_changes, each
 
@@ -173,17 +174,20 @@ def reconcile_issues(
 ) -> list[ActionResult]:
     """Bring GitLab to the plan, observe -> diff -> apply, in rounds because later writes
     depend on earlier ones: the labels (GitLab gives a label an issue names but the project
-    lacks its default color, so ours must exist first); the activity and sister issues; then
-    the tracking issue (its checklist links them by number) with the drops; then the links."""
+    lacks its default color, so ours must exist first); the activity and sister issues; the
+    retrospective (it lists the late ones); then the tracking issue (its checklist links them
+    by number) with the drops; then the links."""
     project = plan.request.project
     slug = plan.request.slug
     # The two observations are independent: they run at once.
     observed_labels = observe_labels.submit(tracker, project)
     existing = observe_launch_issues(tracker, plan)
 
-    def change(spec: IssueSpec, refs: dict[str, int]) -> IssueChange:
+    def change(spec: IssueSpec, refs: dict[str, int], late: str = "") -> IssueChange:
         assignee = user_ids.get(spec.assignee) if spec.assignee else None
-        return issue_change(spec, existing.get(spec.key), refs=refs, assignee_id=assignee)
+        return issue_change(
+            spec, existing.get(spec.key), refs=refs, assignee_id=assignee, late_work=late
+        )
 
     rows: list[ActionResult] = []
     refs: dict[str, int] = {}
@@ -195,12 +199,22 @@ def reconcile_issues(
     else:
         rows += apply_changes(apply_issue_change, [labels], dry_run, tracker, project).results()
     # An issue that waits for others names them (#12): they are written in an earlier round.
-    for level in dependency_levels(plan.issues):
+    # The issue listing the late work (the retrospective) comes after all the others, so that
+    # it lists them as this run leaves them.
+    later = [spec for spec in plan.issues if LATE_WORK in spec.description]
+    first = tuple(spec for spec in plan.issues if spec not in later)
+    for level in dependency_levels(first):
         batch: list[IssueChange] = [change(spec, refs) for spec in level]
         done = apply_changes(apply_issue_change, batch, dry_run, tracker, project).results()
         rows += done
         keys = {spec.key for spec in level}
         refs |= {r.key: r.iid for r in done if r.key in keys and r.iid is not None}
+    if later:
+        work = as_written(plan.issues, existing, refs)
+        retro = [change(spec, refs, fill_for(spec, work, plan.today)) for spec in later]
+        done = apply_changes(apply_issue_change, retro, dry_run, tracker, project).results()
+        rows += done
+        refs |= {r.key: r.iid for r in done if r.iid is not None}
 
     second = [change(plan.tracking, refs), *drop_changes(plan, existing)]
     done = apply_changes(apply_issue_change, second, dry_run, tracker, project).results()

@@ -73,7 +73,7 @@ def test_l1_example_has_tracking_activity_and_sister_issues(
     l1_issue_acts = [a for a in playbook.activities if Tier.L1 in a.tiers and a.kind is Kind.issue]
     activity = [s for s in plan.issues if s.role is IssueRole.activity]
     sister = [s for s in plan.issues if s.role is IssueRole.sister]
-    assert len(activity) == len(l1_issue_acts) == 13
+    assert len(activity) == len(l1_issue_acts) == 14  # with the retrospective
     assert [s.key for s in sister] == [
         "code-review-agent/sister/code-review-agent",
         "code-review-agent/sister/review-policies",

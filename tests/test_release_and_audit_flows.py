@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tminus.domain.release import Release
-from tminus.domain.request import LaunchRequest
+from tminus.domain.request import LaunchRequest, SuccessMetric
 from tminus.flows.audit import audit
 from tminus.flows.launch import launch
 from tminus.flows.on_release import on_release
@@ -274,3 +274,134 @@ def test_blocked_social_promotion_nags_the_reviewer(
     sandbox.clear_log()
     launch(request=request)
     assert [w for w in sandbox.writes("/api/v4")] == []  # a re-run writes nothing
+
+
+# --- after launch day -----------------------------------------------------------------------
+
+RETRO_LABEL = "launch-activity::retro"
+
+
+def issues_labelled(sandbox: SandboxClient, label: str) -> list[Any]:
+    project = sandbox.gitlab().projects.get(PROJECT)
+    return list(project.issues.list(labels=[label], get_all=True, state="all"))
+
+
+def close(sandbox: SandboxClient, issue: Any, on: date | None = None) -> None:
+    """Close an issue over the API; ``on`` backdates the close, as if done that day."""
+    issue.state_event = "close"
+    issue.save()
+    if on is not None:
+        store = sandbox.sandbox.gitlab
+        project_id = store.project(PROJECT)["id"]
+        with store.tx() as db:
+            db.execute(
+                "UPDATE issues SET closed_at = ? WHERE project_id = ? AND iid = ?",
+                (f"{on.isoformat()}T12:00:00.000Z", project_id, issue.iid),
+            )
+
+
+def by_activity(sandbox: SandboxClient, label: str) -> Any:
+    (issue,) = issues_labelled(sandbox, label)
+    return issue
+
+
+def test_a_launch_past_its_date_gets_one_retrospective_listing_late_work(
+    sandbox: SandboxClient, settings: Settings, l3: LaunchRequest
+) -> None:
+    """Done when: a launch whose date has passed gets exactly one retrospective issue listing
+    late work, and a re-run (of the launch or the audit) creates no second one."""
+    request = soon(l3, sandbox, days=-10)  # the retrospective was due 3 days ago
+    today = date.today()
+    launch(request=request)
+    (retro,) = issues_labelled(sandbox, RETRO_LABEL)
+    assert retro.due_date == str(request.launch_date + timedelta(days=7))
+    assert "still open" in retro.description  # everything is late: nothing was closed
+
+    blog = by_activity(sandbox, "launch-activity::blog")
+    docs = by_activity(sandbox, "launch-activity::docs")
+    close(sandbox, blog, on=date.fromisoformat(blog.due_date))  # on time
+    close(sandbox, docs)  # today: late
+    tracking = tracking_issue(sandbox)
+    tracking.labels = [*tracking.labels, "launch-status::at-risk"]
+    tracking.save()
+
+    (row,) = audit(projects=[PROJECT])
+    assert row["status"] == "launched" and row["retrospective"] == retro.web_url
+    assert not row["closed"]
+    labels = tracking_issue(sandbox).labels
+    assert "launch-status::launched" in labels and "launch-status::at-risk" not in labels
+    (retro,) = issues_labelled(sandbox, RETRO_LABEL)  # the audit updated it, not a second one
+    docs_late = (today - date.fromisoformat(docs.due_date)).days
+    assert f"- #{docs.iid} {docs.title}: due {docs.due_date}, closed {today} " in retro.description
+    assert f"({docs_late} days late)" in retro.description
+    assert f"#{blog.iid} " not in retro.description  # closed on time
+    retro_day = request.launch_date + timedelta(days=7)
+    assert f"still open ({(retro_day - request.launch_date).days} days late on {retro_day})" in (
+        retro.description
+    )  # social promotion, due on launch day
+    assert f"#{retro.iid} " not in retro.description  # not itself
+
+    sandbox.clear_log()
+    audit(projects=[PROJECT])
+    launch(request=request)
+    assert sandbox.writes() == []  # re-runs write nothing anywhere
+    assert len(issues_labelled(sandbox, RETRO_LABEL)) == 1
+
+    close(sandbox, retro)
+    (row,) = audit(projects=[PROJECT])
+    assert row["closed"] is True
+    tracking = tracking_issue(sandbox)
+    assert tracking.state == "closed"
+    assert any("tminus:launch-done" in n.body for n in tracking.notes.list(get_all=True))
+    sandbox.clear_log()
+    assert audit(projects=[PROJECT]) == []  # a closed launch is not audited
+    assert sandbox.writes() == []
+
+
+def test_the_audit_creates_a_missing_retrospective_once(
+    sandbox: SandboxClient, settings: Settings, l3: LaunchRequest
+) -> None:
+    """A launch planned before its playbook had a retrospective (or whose retrospective was
+    deleted) gets one from the audit after T+7, linked to the tracking issue."""
+    request = soon(l3, sandbox, days=-8)
+    launch(request=request)
+    sandbox.gitlab().projects.get(PROJECT).issues.delete(by_activity(sandbox, RETRO_LABEL).iid)
+    (row,) = audit(projects=[PROJECT])
+    (retro,) = issues_labelled(sandbox, RETRO_LABEL)
+    assert row["retrospective"] == retro.web_url
+    assert retro.assignees[0]["username"] == request.owner
+    assert "### Late work" in retro.description and "still open" in retro.description
+    links = tracking_issue(sandbox).links.list(get_all=True)
+    assert retro.iid in {link.iid for link in links}
+    sandbox.clear_log()
+    audit(projects=[PROJECT])
+    assert len(issues_labelled(sandbox, RETRO_LABEL)) == 1
+    assert sandbox.writes("/api/v4") == []
+
+
+def test_success_metrics_are_shown_against_actuals_from_t_plus_30(
+    sandbox: SandboxClient, settings: Settings, l3: LaunchRequest
+) -> None:
+    metrics = [
+        {"name": "Weekly active users", "target": "500", "source": "Product dashboard"},
+        {"name": "Trials started", "target": "200", "source": "Salesforce report"},
+    ]
+    request = soon(l3, sandbox, days=-30).model_copy(
+        update={"success_metrics": [SuccessMetric(**m) for m in metrics]}
+    )
+    launch(request=request)
+    retro = by_activity(sandbox, RETRO_LABEL)
+    row = "| Weekly active users | 500 | Product dashboard |  |"
+    assert row in retro.description
+    retro.description = retro.description.replace(row, row[:-3] + " 612 |")
+    retro.save()
+    close(sandbox, retro)
+
+    (result,) = audit(projects=[PROJECT])
+    assert result["closed"] is True
+    tracking = tracking_issue(sandbox)
+    (note,) = [n for n in tracking.notes.list(get_all=True) if "tminus:audit" in n.body]
+    assert "| Weekly active users | 500 | 612 | Product dashboard |" in note.body
+    assert "| Trials started | 200 | not entered yet | Salesforce report |" in note.body
+    launch(request=request)  # the actual survives a re-run
+    assert "| Product dashboard | 612 |" in by_activity(sandbox, RETRO_LABEL).description

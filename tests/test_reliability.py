@@ -140,7 +140,7 @@ KILL_POINTS: dict[str, tuple[dict[str, Any], Callable[[SandboxClient], bool]]] =
         {
             "latency_ms": 5000,
             "methods": ["PUT"],
-            "prefix": "/api/v4/projects/marketing%2Flaunches/issues/9/notes",
+            "prefix": "/api/v4/projects/marketing%2Flaunches/issues/10/notes",  # tracking
         },
         lambda s: len(s.http.get("/slack/messages").json()) >= 1,
     ),

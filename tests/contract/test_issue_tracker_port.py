@@ -5,7 +5,7 @@ applied is observed back, and the diff of the plan against that observation is a
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -71,12 +71,17 @@ def test_update_sends_only_what_it_names(tracker: IssueTracker) -> None:
     )
     assert updated.title == "New" and set(updated.labels) == {"b", "c"}
     assert updated.description == created.description and updated.due_date == created.due_date
+    assert created.closed_at is None
     closed = tracker.update_issue(PROJECT, created.iid, IssueWrite(state_event="close"))
     assert closed.state == "closed"
+    # When it was closed (the retrospective's late work): now, with a time zone.
+    assert closed.closed_at is not None and closed.closed_at.tzinfo is not None
+    assert abs((datetime.now(UTC) - closed.closed_at).total_seconds()) < 60
     assert tracker.list_issues(PROJECT, ["b"]) == []
-    assert [s.iid for s in tracker.list_issues(PROJECT, ["b"], state="all")] == [created.iid]
+    (listed,) = tracker.list_issues(PROJECT, ["b"], state="all")
+    assert (listed.iid, listed.closed_at) == (created.iid, closed.closed_at)
     reopened = tracker.update_issue(PROJECT, created.iid, IssueWrite(state_event="reopen"))
-    assert reopened.state == "opened"
+    assert reopened.state == "opened" and reopened.closed_at is None
 
 
 def test_labels_are_created_once(tracker: IssueTracker) -> None:
