@@ -129,10 +129,14 @@ def read_answers(description: str, questions: Iterable[str]) -> dict[str, str]:
 
 
 def unanswered(description: str, questions: Iterable[str]) -> list[str]:
-    """The questions with no answer yet, in playbook order."""
+    """The questions asked in the issue's answer form and not answered yet, in playbook
+    order. A question the form lacks (an issue made before the form, or a question added to
+    the playbook since) is not counted: there is nowhere to answer it until the next launch
+    run appends its heading."""
     listed = list(questions)
+    asked = _sections(_people_part(description), listed)
     answers = read_answers(description, listed)
-    return [q for q in listed if q not in answers]
+    return [q for q in listed if q in asked and q not in answers]
 
 
 def missing_form(tail: str, questions: Iterable[str]) -> str:

@@ -273,7 +273,8 @@ def audit_note(audit: LaunchAudit, owner: str) -> str:
         ]
         for metric, actual in audit.metrics:
             shown = _inert(actual) if actual else "not entered yet"
-            lines.append(f"| {metric.name} | {metric.target} | {shown} | {metric.source} |")
+            name, target, source = (_inert(t) for t in (metric.name, metric.target, metric.source))
+            lines.append(f"| {name} | {target} | {shown} | {source} |")
     return "\n".join(lines)
 
 

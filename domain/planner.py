@@ -101,9 +101,9 @@ def tier_section(request: LaunchRequest, playbook: Playbook) -> str:
     if decision.tier is request.tier:
         lines.append(f"Chosen: **{request.tier.value}**, as recommended.")
     elif override is not None:
-        lines.append(
-            f"Chosen: **{request.tier.value}** by @{override.by}, overriding it: {override.why}"
-        )
+        # One line, and no markup: it cannot add checklist items or hidden markers.
+        why = " ".join(override.why.split()).replace("<", "&lt;").replace(">", "&gt;")
+        lines.append(f"Chosen: **{request.tier.value}** by @{override.by}, overriding it: {why}")
     else:
         lines.append(f"Chosen: **{request.tier.value}**, with no override recorded.")
     return "\n".join(lines) + "\n\n"

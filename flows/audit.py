@@ -37,17 +37,29 @@ from tminus.domain.issues import (
     IssueWrite,
     issue_change,
 )
-from tminus.domain.plan import IssueSpec, Plan, key_marker_prefix, request_from_description
+from tminus.domain.plan import (
+    LATE_WORK,
+    IssueSpec,
+    Plan,
+    key_marker_prefix,
+    request_from_description,
+)
 from tminus.domain.planner import plan_launch
 from tminus.domain.playbook import Playbook
+from tminus.domain.request import LaunchRequest
 from tminus.domain.results import Outcome
 from tminus.domain.retro import RETROSPECTIVE, as_written, fill_for, read_actuals
-from tminus.errors import TminusError
+from tminus.errors import LockTimeout, TminusError
 from tminus.integrations.clients import connect
 from tminus.integrations.gitlab_repo import team_playbook
 from tminus.integrations.pages import PageReader
 from tminus.settings import Settings, load_settings
+from tminus.tasks.locks import launch_lock
 from tminus.tasks.pages import KnownPages, run_page_checks
+
+# How long the audit waits for a launch run writing the same launch before leaving its
+# retrospective to the next audit.
+AUDIT_LOCK_WAIT = 60.0
 
 TRACKING_LABEL = "launch-issue::tracking"
 WORKERS = 4
@@ -71,9 +83,10 @@ def keep_retrospective(
     existing = next((i for i in issues if i.key == spec.key), None)
     uid = tracker.user_id(spec.assignee) if spec.assignee and existing is None else None
     # The late work as a launch run lists it: the planned issues, as GitLab has them.
-    work = as_written(plan.issues, {i.key: i for i in issues if i.key}, {})
+    refs = {i.key: i.iid for i in issues if i.key}  # as a launch run fills them: no churn
+    work = as_written(plan.issues, {i.key: i for i in issues if i.key}, refs)
     late = fill_for(spec, work, plan.today)
-    change = issue_change(spec, existing, refs={}, assignee_id=uid, late_work=late)
+    change = issue_change(spec, existing, refs=refs, assignee_id=uid, late_work=late)
     if isinstance(change, CreateIssue):
         written = tracker.create_issue(project, change.write, spec.labels)
         tracker.link_issues(project, tracking.iid, written.iid)
@@ -82,6 +95,15 @@ def keep_retrospective(
         return issues
     written = tracker.update_issue(project, change.existing.iid, change.write)
     return [written if i.iid == written.iid else i for i in issues]
+
+
+def observe(tracker: IssueTracker, project: str, request: LaunchRequest) -> list[IssueState]:
+    """The launch's issues as GitLab has them (found by label and key marker)."""
+    return [
+        i
+        for i in tracker.find_issues(project, request.launch_label, key_marker_prefix(request.slug))
+        if i.key and i.key.startswith(f"{request.slug}/")
+    ]
 
 
 @task(
@@ -110,15 +132,21 @@ def audit_one(
             "detail": "tracking issue has no launch record (created by another tool?)",
         }
     plan = plan_launch(request, playbook, today)
-    issues = [
-        i
-        for i in tracker.find_issues(project, request.launch_label, key_marker_prefix(request.slug))
-        if i.key and i.key.startswith(f"{request.slug}/")
-    ]
+    issues = observe(tracker, project, request)
 
-    retro = next((s for s in plan.issues if s.activity_key == RETROSPECTIVE), None)
+    # The retrospective is the issue listing the late work, as the launch run picks it.
+    retro = next((s for s in plan.issues if LATE_WORK in s.description), None)
     if retro is not None and retro.due_date is not None and today >= retro.due_date:
-        issues = keep_retrospective(tracker, project, tracking, retro, plan, issues)
+        # Under the launch lock, observed again inside it: a launch run writing the same
+        # launch meanwhile would otherwise create a second one. A launch holding it long
+        # (its writes, not an approval wait: that runs unlocked) leaves this to the next audit.
+        try:
+            with launch_lock(request.slug, timeout=AUDIT_LOCK_WAIT):
+                issues = keep_retrospective(
+                    tracker, project, tracking, retro, plan, observe(tracker, project, request)
+                )
+        except LockTimeout:
+            get_run_logger().warning("%s is being written: its retrospective waits", request.slug)
     retro_key = retro.key if retro else f"{request.slug}/activity/{RETROSPECTIVE}"
     retro_state = next((i for i in issues if i.key == retro_key), None)
     actuals = read_actuals(retro_state.description, request.success_metrics) if retro_state else {}
@@ -190,9 +218,10 @@ def audit_one(
 
     closed = False
     if audit.close_tracking and tracker.find_note(project, tracking.iid, DONE_MARKER) is None:
-        # Once: the note says so, and a tracking issue reopened after it stays open.
-        tracker.add_note(project, tracking.iid, done_note(audit))
+        # Once: closed first, then the note says so (a close that failed is tried again by the
+        # next audit); a tracking issue reopened after the note stays open.
         tracker.update_issue(project, tracking.iid, IssueWrite(state_event="close"))
+        tracker.add_note(project, tracking.iid, done_note(audit))
         closed = True
     return {
         "launch": request.slug,
@@ -221,11 +250,14 @@ def audit_projects(settings: Settings) -> list[str]:
 
 @flow(name="audit", task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))  # type: ignore[arg-type]
 def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
-    """Audit every open launch (each open tracking issue): share of activities done, overdue
-    activities, pages re-checked, calendar drift, a readiness score. Updates one audit note per
-    launch in place, sets `launch-status::on-track | at-risk | ready`, reminds owners of overdue
-    work at most once a day (for blocked work, the owners of what blocks it), and publishes
-    the table under the artifact key `launch-audit`.
+    """Audit every open launch (each open tracking issue): share of work due by launch day
+    done, overdue and blocked work, unanswered sister-issue questions, pages re-checked,
+    calendar drift, a readiness score. Updates one audit note per launch in place, sets
+    `launch-status::on-track | at-risk | ready` (`launched` from launch day), reminds owners
+    of overdue work at most once a day (for blocked work, the owners of what blocks it). After
+    launch day it keeps the retrospective (from T+7), shows success metrics against their
+    actuals (from T+30) and closes the tracking issue once the retrospective is closed.
+    Publishes the table under the artifact key `launch-audit`.
     """
     logger = get_run_logger()
     settings = load_settings()

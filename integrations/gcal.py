@@ -230,6 +230,18 @@ def patch_body(change: UpdateEvent) -> dict[str, Any]:
     return patch
 
 
+NOT_INVITED = (
+    "; attendees not invited: Google refuses invitations from a service account without "
+    "domain-wide delegation (set TMINUS_GCAL_SUBJECT)"
+)
+
+
+def _no_invitations(exc: PermanentError) -> bool:
+    """Google's refusal of attendees from a service account without delegation."""
+    cause = exc.__cause__
+    return isinstance(cause, HttpError) and google_error(cause)[0] == "forbiddenForServiceAccounts"
+
+
 def _notify(attendees: Any) -> dict[str, str]:
     """Google emails attendees only when asked: an event with attendees (the sales channel
     on the sales training) sends them the invitation, and the update when it moves."""
@@ -315,36 +327,73 @@ class CalendarAdapter:
         if isinstance(change, InsertEvent):
             return self._insert(calendar_id, change, resource)
         if isinstance(change, UpdateEvent):
-            patched = self._execute(
-                self._events.patch(
-                    calendarId=calendar_id,
-                    eventId=change.before.event_id,
-                    body=patch_body(change),
-                    **_notify(change.attendees or change.before.attendees),
-                ),
-                resource,
-            )
-            row.url = patched.get("htmlLink") or row.url
+            body = patch_body(change)
+            try:
+                self._patch(calendar_id, change, body, resource, row)
+            except PermanentError as exc:
+                if not (_no_invitations(exc) and "attendees" in body):
+                    raise
+                body.pop("attendees")
+                row.detail += NOT_INVITED
+                if not body:
+                    row.outcome = Outcome.skipped
+                    return row
+                self._patch(calendar_id, change, body, resource, row)
         elif isinstance(change, CancelEvent):
             self._execute(
                 self._events.patch(
                     calendarId=calendar_id,
                     eventId=change.event.event_id,
                     body={"status": "cancelled"},
+                    **_notify(change.event.attendees),  # the invited hear it is off
                 ),
                 resource,
             )
         return row  # a KeepEvent or SkipEvent writes nothing
+
+    def _patch(
+        self,
+        calendar_id: str,
+        change: UpdateEvent,
+        body: dict[str, Any],
+        resource: str,
+        row: ActionResult,
+    ) -> None:
+        # Attendees hear of a move, a revival or their invitation, not of edits to the text or
+        # tminus's properties.
+        moved = change.start or change.end or change.revive or "attendees" in body
+        patched = self._execute(
+            self._events.patch(
+                calendarId=calendar_id,
+                eventId=change.before.event_id,
+                body=body,
+                **_notify((change.attendees or change.before.attendees) if moved else ()),
+            ),
+            resource,
+        )
+        row.url = patched.get("htmlLink") or row.url
 
     def _insert(self, calendar_id: str, change: InsertEvent, resource: str) -> ActionResult:
         # A retry of an insert (the retry policy's, on a 5xx or a dropped connection, or a
         # re-run) may follow an insert that happened but whose answer was lost. The id is
         # derived from the key, so the repeat answers 409 duplicate instead of creating a
         # second event: inserting twice can never duplicate.
-        created = self._execute_insert(calendar_id, insert_body(change), resource)
+        body = insert_body(change)
+        note = ""
+        try:
+            created = self._execute_insert(calendar_id, body, resource)
+        except PermanentError as exc:
+            if not (_no_invitations(exc) and body.get("attendees")):
+                raise
+            # Google lets a service account invite people only with domain-wide delegation
+            # (TMINUS_GCAL_SUBJECT): the event is still worth having, without the invitation.
+            body = {k: v for k, v in body.items() if k != "attendees"}
+            created = self._execute_insert(calendar_id, body, resource)
+            note = NOT_INVITED
         if created is not None:
             row = change.planned()
             row.url = created.get("htmlLink")
+            row.detail += note
             return row
         # The id is taken (the list lagged, or the lost answer above): adopt that event.
         found = self._execute(
@@ -488,6 +537,7 @@ def build_calendar_service(
     service_account_info: dict[str, Any] | None = None,
     credentials: Credentials | None = None,
     timeout: float = 15.0,
+    subject: str | None = None,
 ) -> Any:
     """The one place a Calendar client is built.
 
@@ -496,6 +546,8 @@ def build_calendar_service(
     service-account JSON, e.g. from ``load_service_account_info``), ``credentials_file`` (that
     JSON in a file), ``secret_block`` (a Prefect Secret holding it), ``token`` (an OAuth bearer
     token); with none, anonymous (the stand-in), which Google itself refuses.
+    ``subject``: the user a service account acts for (domain-wide delegation), which Google
+    requires before a service account may invite attendees.
     """
     if credentials is None:
         if service_account_info is not None:
@@ -517,6 +569,8 @@ def build_calendar_service(
             )
         else:
             credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+    if subject and isinstance(credentials, service_account.Credentials):
+        credentials = credentials.with_subject(subject)
     options: dict[str, Any] = {}
     if endpoint is not None:
         options["api_endpoint"] = api_endpoint(endpoint)
@@ -551,7 +605,10 @@ def build_calendar(settings: Settings) -> LaunchCalendar:
         return NoCalendar()
     try:
         service = build_calendar_service(
-            endpoint, str(file) if file else None, secret_block=settings.gcal_secret_block
+            endpoint,
+            str(file) if file else None,
+            secret_block=settings.gcal_secret_block,
+            subject=settings.gcal_subject,
         )
     except SettingsError as exc:
         return UnconfiguredCalendar("; ".join(exc.problems) + f" ({exc.source})")

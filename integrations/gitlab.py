@@ -468,9 +468,10 @@ class GitLabTracker(GitLabCalls):
                 ),
             )
         except PermanentError as exc:
-            if exc.status == 403:
+            if exc.status == 403 and "license" in str(exc).lower():
                 # GitLab Free: "Blocked issues not available for current license" (relates_to
-                # links, which the same token makes, still work).
+                # links, which the same token makes, still work). Any other 403 is a real
+                # permission problem and fails with GitLab's message.
                 return False
             if exc.status == 409:  # linked already: as blocking (a retry), or as related
                 return blocker_iid in self.blocker_iids(project, blocked_iid)

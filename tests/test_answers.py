@@ -175,3 +175,11 @@ def test_answers_fill_only_what_the_launch_file_leaves_empty(
     assert "Reviews in 5 minutes" in shown and "GitLab.com only" in shown
     assert "<b>" not in shown  # people's HTML reaches neither Slack nor the preview as HTML
     assert fill_kit(l1, {}, kit) is l1
+
+
+def test_a_sister_issue_without_the_form_has_nothing_to_answer_yet() -> None:
+    """An issue made before the answer form: its questions are not counted (nowhere to type
+    them) until a launch run appends the form."""
+    from tminus.domain.answers import unanswered
+
+    assert unanswered("An old sister issue, no form.", ["Who is it for?"]) == []

@@ -281,3 +281,24 @@ def test_the_sales_training_invites_the_sales_channel_with_an_agenda(
 
 def training_key(request: LaunchRequest) -> str:
     return f"{request.slug}/calendar/sales-training"
+
+
+def test_a_service_account_google_refuses_to_let_invite_still_gets_the_training_event(
+    sandbox: SandboxClient, settings: Settings, l2: LaunchRequest
+) -> None:
+    """Google answers 403 forbiddenForServiceAccounts to an undelegated service account that
+    invites attendees: the event is created without them, the row says why and what to set,
+    and re-runs do not fail the launch."""
+    request = retarget(l2, sandbox.url)
+    sandbox.sandbox.calendar.refuse_attendees = True
+    address = "sales-channel@example.slack.com"
+    with use_settings(settings.model_copy(update={"sales_channel_email": address})):
+        first = launch(request=request)
+        training = events(sandbox)[training_key(request)]
+        assert "attendees" not in training and sandbox.sandbox.calendar.invitations == []
+        row = next(r for r in rows(first, "calendar") if r["key"] == training_key(request))
+        assert row["outcome"] == "created" and "set TMINUS_GCAL_SUBJECT" in row["detail"]
+        again = launch(request=request)
+        row = next(r for r in rows(again, "calendar") if r["key"] == training_key(request))
+        assert row["outcome"] == "skipped" and "set TMINUS_GCAL_SUBJECT" in row["detail"]
+        assert not [r for r in again.rows() if r["outcome"] == "failed"]

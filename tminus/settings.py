@@ -104,6 +104,13 @@ class Settings(BaseSettings):
         description="The sales channel's email address (a Slack channel's, or a group's): an "
         "attendee of the sales training event. Unset: the event has no attendee.",
     )
+    gcal_subject: str | None = Field(
+        default=None,
+        max_length=254,
+        pattern=r"^[^@\s<>,;\"']{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$",
+        description="The Google Workspace user the service account acts for (domain-wide "
+        "delegation); Google lets a service account invite attendees only then.",
+    )
     features_url: str | None = Field(
         default=None, description="The /features page that must list priority features."
     )

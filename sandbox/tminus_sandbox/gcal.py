@@ -181,6 +181,9 @@ class GCalStore(SqliteStore):
         self._faults: list[tuple[int, str]] = []
         # Emails Google would have sent attendees (``sendUpdates=all``): (event id, address).
         self.invitations: list[tuple[str, str]] = []
+        # As Google answers a service account without domain-wide delegation that invites
+        # attendees (403 forbiddenForServiceAccounts); off: the caller is a delegated one.
+        self.refuse_attendees = False
 
     def reset(self) -> None:
         """Forget every calendar, event and pending fault."""
@@ -190,6 +193,7 @@ class GCalStore(SqliteStore):
         with self._lock:
             self._faults.clear()
             self.invitations.clear()
+        self.refuse_attendees = False
 
     def notify(self, request: Request, event: dict[str, Any]) -> None:
         """Record the emails Google sends attendees when the caller asks for them."""
@@ -471,6 +475,13 @@ class GCalApi:
         elif not isinstance(event_id, str) or not EVENT_ID.match(event_id):
             raise GoogleError(400, "invalid", "Invalid resource id value.")
         _check_event(event)
+        if self.store.refuse_attendees and event.get("attendees"):
+            raise GoogleError(
+                403,
+                "forbiddenForServiceAccounts",
+                "Service accounts cannot invite attendees without Domain-Wide Delegation of "
+                "Authority.",
+            )
         stored = self.store.insert(
             calendar_id, self._finish(event, calendar_id, self._base(request))
         )
@@ -487,6 +498,13 @@ class GCalApi:
         body = {k: v for k, v in (await self._json(request)).items() if k not in READ_ONLY}
         if body.get("id", event_id) != event_id:
             raise GoogleError(400, "invalid", "Invalid resource id value.")
+        if self.store.refuse_attendees and body.get("attendees"):
+            raise GoogleError(
+                403,
+                "forbiddenForServiceAccounts",
+                "Service accounts cannot invite attendees without Domain-Wide Delegation of "
+                "Authority.",
+            )
         event = _merge(current, body) if merge else {**body, "id": event_id}
         _check_event(event)
         event["sequence"] = int(current.get("sequence", 0)) + 1
