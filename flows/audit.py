@@ -97,6 +97,27 @@ def keep_retrospective(
     return [written if i.iid == written.iid else i for i in issues]
 
 
+CLOSE = "_close"  # a row's private field: the tracking issue to close, and its note
+
+
+def close_launches(tracker: IssueTracker, rows: list[dict[str, Any]]) -> None:
+    """Close the tracking issues whose retrospective closed, once: closed first, then the note
+    says so (a close that failed is tried again by the next audit; a tracking issue reopened
+    after the note stays open)."""
+    for row in rows:
+        intent = row.pop(CLOSE, None)
+        if intent is None:
+            continue
+        project, iid, note = intent
+        try:
+            tracker.update_issue(project, iid, IssueWrite(state_event="close"))
+            tracker.add_note(project, iid, note)
+        except TminusError as exc:
+            row["detail"] = f"closing the tracking issue failed: {exc}"
+        else:
+            row["closed"] = True
+
+
 def observe(tracker: IssueTracker, project: str, request: LaunchRequest) -> list[IssueState]:
     """The launch's issues as GitLab has them (found by label and key marker)."""
     return [
@@ -216,14 +237,13 @@ def audit_one(
             tracker.add_note(project, item.issue.iid, reminder_body(item, request.owner, today))
             reminded += 1
 
-    closed = False
+    # Closed after every page of tracking issues is read (``close_launches``): closing one
+    # now would shift the pages still to be read, and skip launches.
+    to_close = None
     if audit.close_tracking and tracker.find_note(project, tracking.iid, DONE_MARKER) is None:
-        # Once: closed first, then the note says so (a close that failed is tried again by the
-        # next audit); a tracking issue reopened after the note stays open.
-        tracker.update_issue(project, tracking.iid, IssueWrite(state_event="close"))
-        tracker.add_note(project, tracking.iid, done_note(audit))
-        closed = True
+        to_close = (project, tracking.iid, done_note(audit))
     return {
+        CLOSE: to_close,
         "launch": request.slug,
         "title": request.title,
         "launch_date": str(request.launch_date),
@@ -237,7 +257,7 @@ def audit_one(
         "calendar_drift": audit.calendar_drift,
         "unanswered": sum(len(q) for _, q in audit.unanswered),
         "retrospective": audit.retro.web_url if audit.retro else "",
-        "closed": closed,
+        "closed": False,
         "tracking_issue": tracking.web_url,
     }
 
@@ -303,6 +323,7 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
                 )
         while running:
             collect(running.popleft())
+        close_launches(tracker, rows)
     finally:  # their kept-alive connections
         systems.close()
     create_table_artifact(

@@ -405,3 +405,30 @@ def test_success_metrics_are_shown_against_actuals_from_t_plus_30(
     assert "| Trials started | 200 | not entered yet | Salesforce report |" in note.body
     launch(request=request)  # the actual survives a re-run
     assert "| Product dashboard | 612 |" in by_activity(sandbox, RETRO_LABEL).description
+
+
+def test_closing_finished_launches_skips_no_other_launch(
+    sandbox: SandboxClient,
+    settings: Settings,
+    l3: LaunchRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The audit reads open tracking issues a page at a time; closing one while later pages
+    were still to be read shifted them and skipped launches (the audit benchmark saw 944 rows
+    for 1,000 launches). Closes now wait until every page is read."""
+    import tminus.flows.audit as audit_flow
+
+    monkeypatch.setattr("tminus.integrations.gitlab.PAGE_SIZE", 1)  # a page per launch
+    monkeypatch.setattr(audit_flow, "IN_FLIGHT", 1)  # each audited before the next page
+    requests = [
+        soon(l3.model_copy(update={"slug": f"{l3.slug}-{n}", "title": f"Done {n}"}), sandbox, -10)
+        for n in range(3)
+    ]
+    for request in requests:
+        launch(request=request)
+    for retro in issues_labelled(sandbox, RETRO_LABEL):
+        close(sandbox, retro)
+    rows = audit(projects=[PROJECT])
+    assert sorted(r["launch"] for r in rows) == sorted(r.slug for r in requests)
+    assert all(r["closed"] is True for r in rows)
+    assert audit(projects=[PROJECT]) == []  # all closed, none left open
