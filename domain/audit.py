@@ -31,6 +31,9 @@ from tminus.domain.issues import IssueState
 from tminus.domain.request import SuccessMetric
 from tminus.domain.retro import METRICS_DAYS, is_work
 
+# Days after the metrics report begins that a launch with actuals still missing stays open.
+METRICS_GRACE_DAYS = 14
+
 STATUS_LABEL_PREFIX = "launch-status::"
 STATUSES = ("on-track", "at-risk", "ready", "launched")
 AUDIT_NOTE_MARKER = markers.AUDIT
@@ -111,10 +114,16 @@ class LaunchAudit:
 
     @property
     def close_tracking(self) -> bool:
-        """The retrospective is closed: the launch is done, once its metrics are reported."""
+        """The retrospective is closed: the launch is done, once its metrics are reported with
+        every actual entered, or ``METRICS_GRACE_DAYS`` after the report began (actuals typed
+        late are still shown until then)."""
         if self.retro is None or self.retro.state != "closed" or self.days_to_launch > 0:
             return False
-        return not self.metrics or self.report_metrics
+        if not self.metrics:
+            return True
+        entered = all(actual for _, actual in self.metrics)
+        grace_over = self.today >= self.metrics_day + timedelta(days=METRICS_GRACE_DAYS)
+        return self.report_metrics and (entered or grace_over)
 
     @property
     def status(self) -> str:

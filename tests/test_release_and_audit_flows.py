@@ -398,7 +398,7 @@ def test_success_metrics_are_shown_against_actuals_from_t_plus_30(
     close(sandbox, retro)
 
     (result,) = audit(projects=[PROJECT])
-    assert result["closed"] is True
+    assert result["closed"] is False  # one actual still missing: open for it a while
     tracking = tracking_issue(sandbox)
     (note,) = [n for n in tracking.notes.list(get_all=True) if "tminus:audit" in n.body]
     assert "| Weekly active users | 500 | 612 | Product dashboard |" in note.body

@@ -277,7 +277,13 @@ def test_metrics_are_reported_from_t_plus_30_and_hold_closing_until_then() -> No
 
     day30 = LAUNCH + timedelta(days=30)
     after = run_audit(day30, retro_closed=True, **kw)
-    assert after.close_tracking  # type: ignore[attr-defined]
+    # One actual is missing: reported, and the launch stays open for it for 14 days.
+    assert not after.close_tracking  # type: ignore[attr-defined]
+    late = run_audit(day30 + timedelta(days=14), retro_closed=True, **kw)
+    assert late.close_tracking  # type: ignore[attr-defined]
+    both = {**kw["actuals"], "Trials started": "230"}  # type: ignore[dict-item]
+    entered = run_audit(day30, retro_closed=True, metrics=METRICS, actuals=both)
+    assert entered.close_tracking  # type: ignore[attr-defined]
     note = audit_note(after, "pmm")  # type: ignore[arg-type]
     assert f"**Success metrics** (from {day30}; actuals as entered in #3)" in note
     assert "| Weekly active users | 500 | 612 @\u2060all | Product dashboard |" in note
