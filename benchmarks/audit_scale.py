@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import free_port, machine  # noqa: E402
+from benchmarks.common import exit_on_sigterm, free_port, machine  # noqa: E402
 from tests.conftest import sandbox_env as tests_sandbox_env  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -190,6 +190,7 @@ def system_of(path: str) -> str:
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--launches", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--seed", type=int, default=7, help="seed of dates and closed issues")

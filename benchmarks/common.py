@@ -36,3 +36,15 @@ def machine() -> str:
         f"Python {platform.python_version()}, Prefect {prefect.__version__}, "
         f"python-gitlab {gitlab.__version__}"
     )
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (``timeout``, ``kill``) into SystemExit, so the servers a benchmark
+    started are stopped by its ``finally`` and ``ExitStack`` callbacks, not left running."""
+    import signal
+    import sys
+
+    def stop(signum: int, frame: object) -> None:
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import exit_on_sigterm, machine  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -331,6 +331,7 @@ def prefect_server(db: str) -> Iterator[str]:
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="Run from the repository root with PYTHONPATH=.:sandbox.",
