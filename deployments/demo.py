@@ -78,7 +78,7 @@ def run_demo(settings: Settings, request: LaunchRequest, ui_url: str) -> int:
     print(f"  Prefect UI:      {ui_url}  (deployments: {names})")
     print(
         f"  Webhook URL:     http://127.0.0.1:{settings.webhook_port}/hooks/gitlab  "
-        "(GitLab Release Hook; see README)"
+        "(GitLab release, merge request and push hooks; see README)"
     )
     print("Everything keeps running in the background; `tminus down` stops it.")
     failed = state is not None and state.is_final() and not state.is_completed()
