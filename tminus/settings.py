@@ -25,6 +25,10 @@ from tminus.errors import SettingsError
 ENV_PREFIX = "TMINUS_"
 
 
+# An email address: a local part without spaces or quotes, then a domain name.
+EMAIL_PATTERN = r"^[^@\s<>,;\"']{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+
+
 class Settings(BaseSettings):
     """Every setting, with its environment variable ``TMINUS_<NAME>``."""
 
@@ -100,14 +104,14 @@ class Settings(BaseSettings):
     sales_channel_email: str | None = Field(
         default=None,
         max_length=254,
-        pattern=r"^[^@\s<>,;\"']{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$",
+        pattern=EMAIL_PATTERN,
         description="The sales channel's email address (a Slack channel's, or a group's): an "
         "attendee of the sales training event. Unset: the event has no attendee.",
     )
     gcal_subject: str | None = Field(
         default=None,
         max_length=254,
-        pattern=r"^[^@\s<>,;\"']{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$",
+        pattern=EMAIL_PATTERN,
         description="The Google Workspace user the service account acts for (domain-wide "
         "delegation); Google lets a service account invite attendees only then.",
     )

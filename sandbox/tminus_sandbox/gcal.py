@@ -195,6 +195,16 @@ class GCalStore(SqliteStore):
             self.invitations.clear()
         self.refuse_attendees = False
 
+    def check_invitations(self, event: dict[str, Any]) -> None:
+        """Refuse attendees as Google refuses them from an undelegated service account."""
+        if self.refuse_attendees and event.get("attendees"):
+            raise GoogleError(
+                403,
+                "forbiddenForServiceAccounts",
+                "Service accounts cannot invite attendees without Domain-Wide Delegation of "
+                "Authority.",
+            )
+
     def notify(self, request: Request, event: dict[str, Any]) -> None:
         """Record the emails Google sends attendees when the caller asks for them."""
         if request.query_params.get("sendUpdates") == "all":
@@ -475,13 +485,7 @@ class GCalApi:
         elif not isinstance(event_id, str) or not EVENT_ID.match(event_id):
             raise GoogleError(400, "invalid", "Invalid resource id value.")
         _check_event(event)
-        if self.store.refuse_attendees and event.get("attendees"):
-            raise GoogleError(
-                403,
-                "forbiddenForServiceAccounts",
-                "Service accounts cannot invite attendees without Domain-Wide Delegation of "
-                "Authority.",
-            )
+        self.store.check_invitations(event)
         stored = self.store.insert(
             calendar_id, self._finish(event, calendar_id, self._base(request))
         )
@@ -498,13 +502,7 @@ class GCalApi:
         body = {k: v for k, v in (await self._json(request)).items() if k not in READ_ONLY}
         if body.get("id", event_id) != event_id:
             raise GoogleError(400, "invalid", "Invalid resource id value.")
-        if self.store.refuse_attendees and body.get("attendees"):
-            raise GoogleError(
-                403,
-                "forbiddenForServiceAccounts",
-                "Service accounts cannot invite attendees without Domain-Wide Delegation of "
-                "Authority.",
-            )
+        self.store.check_invitations(body)
         event = _merge(current, body) if merge else {**body, "id": event_id}
         _check_event(event)
         event["sequence"] = int(current.get("sequence", 0)) + 1
