@@ -144,6 +144,22 @@ class Outbox:
                 (_now(), seq),
             )
 
+    def mark_sent_many(self, seqs: Sequence[int]) -> None:
+        """Mark several rows sent in one transaction (one fsync)."""
+        now = _now()
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1,"
+                    " last_error = NULL WHERE seq = ?",
+                    [(now, seq) for seq in seqs],
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
     def mark_failed(self, seq: int, error: str, *, rejected: bool = False) -> None:
         """Count a failed attempt; the row stays pending unless Prefect rejected the event."""
         status = "rejected" if rejected else "pending"

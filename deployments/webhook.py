@@ -39,10 +39,11 @@ parameters.
 ``header_timeout`` seconds, idle keep-alive connections close after ``keep_alive_timeout``,
 and uvicorn's own 400s for malformed HTTP are JSON as well.
 
-A background sender posts pending outbox rows to ``{prefect_api_url}/events`` and marks them
-sent; while Prefect is down they wait on disk and the sender backs off. Delivery to Prefect is
-at least once: the event id is a uuid5 of the delivery key, so Prefect's trigger service drops a
-repeat it has seen in the last ~30 minutes, and the flow the event starts must be idempotent.
+A background sender posts pending outbox rows to ``{prefect_api_url}/events`` (up to
+``SEND_BATCH`` per request) and marks them sent; while Prefect is down they wait on disk and
+the sender backs off. Delivery to Prefect is at least once: the event id is a uuid5 of the
+delivery key, so Prefect's trigger service drops a repeat it has seen in the last ~30 minutes,
+and the flow the event starts must be idempotent.
 
 Why answer before Prefect has the event: GitLab waits 10 s, counts 4xx/5xx and timeouts as
 failures, disables hooks that keep failing and never redelivers by itself. An answer that
@@ -133,6 +134,9 @@ EVENT_ID_NAMESPACE = uuid.UUID("6c1f8f0e-2a53-5b1e-9f4e-7d0a8c3b2e41")
 # Prefect answers these when the event itself is malformed; retrying cannot help, and keeping
 # the row pending would block every later delivery behind it.
 REJECTED_STATUSES = frozenset({400, 413, 422})
+# Events per request to Prefect: a burst of deliveries costs a few requests (and one outbox
+# commit each), not one per delivery. Each event is at most a few kilobytes.
+SEND_BATCH = 50
 # GitLab allows release notes of up to 1,000,000 characters; the rest of a Release Hook is a
 # few kilobytes. Twice that leaves room for JSON escapes.
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -828,14 +832,41 @@ class EventSender:
                 await asyncio.sleep(self.backoff())
 
     async def send_pending(self) -> bool:
-        """Send every pending row; False at the first one Prefect could not take."""
+        """Send every pending row, up to ``SEND_BATCH`` in one request (Prefect's ``/events``
+        takes a list), in order; False at the first one Prefect could not take. A batch
+        Prefect refuses as malformed is sent again row by row, so only the bad row is set
+        aside."""
         while True:
-            rows = await asyncio.to_thread(self.outbox.pending, 100)
+            rows = await asyncio.to_thread(self.outbox.pending, SEND_BATCH)
             if not rows:
                 return True
-            for row in rows:
-                if not await self._send(row):
-                    return False
+            sent = await self._send_batch(rows) if len(rows) > 1 else None
+            if sent is False:
+                return False
+            if sent is None:
+                for row in rows:
+                    if not await self._send(row):
+                        return False
+
+    async def _send_batch(self, rows: list[OutboxRow]) -> bool | None:
+        """True when Prefect took them all, False when it could not be reached or failed,
+        None when it refused the batch as malformed (send them one by one)."""
+        body = ("[" + ",".join(row.event_json for row in rows) + "]").encode()
+        try:
+            response = await self.client.post(f"{self.api_url}/events", content=body)
+        except httpx.HTTPError as exc:
+            return await self._failed(rows[0], f"{type(exc).__name__}: {exc or 'no answer'}")
+        if response.is_success:
+            await asyncio.to_thread(self.outbox.mark_sent_many, [row.seq for row in rows])
+            logger.info(
+                "sent %d events to Prefect (deliveries %s ...)", len(rows), rows[0].delivery_key
+            )
+            return True
+        if response.status_code in REJECTED_STATUSES:
+            return None
+        return await self._failed(
+            rows[0], f"Prefect answered {response.status_code}: {response.text[:500]}"
+        )
 
     async def _send(self, row: OutboxRow) -> bool:
         url = f"{self.api_url}/events"

@@ -1119,3 +1119,47 @@ def test_add_many_refuses_a_key_stored_before_or_earlier_in_the_batch(tmp_path: 
         assert [r.delivery_key for r in outbox.pending()] == ["a", "b"]
     finally:
         outbox.close()
+
+
+def test_pending_deliveries_go_out_in_batches_and_a_refused_batch_row_by_row(
+    tmp_path: Path,
+    prefect_events: tuple[PrefectEventsStandIn, str],
+    receiver_factory: Callable[..., Receiver],
+) -> None:
+    """Deliveries that waited for Prefect go out several per request, in order; a batch
+    Prefect refuses as malformed is sent again row by row, so only the bad row is set aside."""
+    stand_in, api = prefect_events
+    db = tmp_path / "outbox.sqlite3"
+    stand_in.up = False
+    receiver = receiver_factory(api, db_path=db)
+    keys = [f"waiting-{n}" for n in range(12)]
+    for key in keys[:6]:
+        assert receiver.post(Idempotency_Key=key).status_code == 202
+    poison = Outbox(db)  # a malformed row between good ones
+    poison.add("poison", str(uuid.uuid4()), json.dumps({"event": "no id, no resource"}))
+    poison.close()
+    for key in keys[6:]:
+        assert receiver.post(Idempotency_Key=key).status_code == 202
+    posts_while_down = stand_in.posts
+    stand_in.up = True
+    wait_until(lambda: len(stand_in.received()) == 12, timeout=10)
+    sent = [e["payload"]["delivery"] for e in stand_in.received()]
+    assert sent == keys  # in order, the poison left out
+    # one refused batch of 13, then 13 single posts: far from one post per delivery twice
+    assert stand_in.posts - posts_while_down <= 1 + 13 + 2
+    health = receiver.health()
+    assert health["pending"] == 0 and health["rejected"] == 1
+
+
+def test_a_burst_reaches_prefect_in_few_requests(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    stand_in, api = prefect_events
+    stand_in.up = False
+    receiver = receiver_factory(api)
+    for n in range(40):
+        assert receiver.post(Idempotency_Key=f"burst-{n}").status_code == 202
+    before = stand_in.posts
+    stand_in.up = True
+    wait_until(lambda: len(stand_in.received()) == 40, timeout=10)
+    assert stand_in.posts - before <= 3  # 40 events in one or two requests (and a retry)
