@@ -113,6 +113,7 @@ from tminus.domain.repository import (
     Push,
     RepoProject,
     Sha,
+    same_project,
 )
 from tminus.domain.validation import describe_validation_error
 
@@ -489,7 +490,7 @@ class PushHook(PushRoute):
 def not_launches_repo(project: RepoProject, launches_projects: frozenset[str]) -> Ignored | None:
     """Why a hook of ``project`` is ignored, if it is not the launches repository's."""
     path = project.path_with_namespace
-    if path.lower() in {name.lower() for name in launches_projects}:
+    if any(same_project(name, path) for name in launches_projects):
         return None
     configured = ", ".join(sorted(launches_projects))
     return Ignored(

@@ -114,6 +114,12 @@ def is_launch_path(path: str) -> bool:
     return folder == LAUNCHES_FOLDER and name.endswith(LAUNCH_SUFFIXES) and not name.startswith(".")
 
 
+def same_project(configured: str | None, path: str) -> bool:
+    """Whether ``path`` is the configured project: GitLab's paths are case-insensitive, and a
+    setting may carry stray spaces."""
+    return configured is not None and configured.strip().lower() == path.lower()
+
+
 def is_playbook_path(path: str) -> bool:
     return path == PLAYBOOK_FILE
 

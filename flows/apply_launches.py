@@ -33,8 +33,13 @@ from tminus.domain.repository import (
 from tminus.domain.request import LaunchRequest, parse_launch_file
 from tminus.errors import InputError, LaunchFileError, PlaybookError
 from tminus.flows.preview import check_file
+from tminus.integrations.files import load_playbook
 from tminus.integrations.gitlab import build_tracker
-from tminus.integrations.gitlab_repo import build_repository, check_launches_repo, team_playbook
+from tminus.integrations.gitlab_repo import (
+    build_repository,
+    check_launches_repo,
+    repository_playbook,
+)
 from tminus.settings import load_settings
 from tminus.tasks.issues import cancel_launch
 
@@ -83,7 +88,8 @@ def apply_launches(push: Push) -> dict[str, Any]:
             )
 
         try:
-            playbook = team_playbook(settings)
+            # The team's playbook (see team_playbook), read with this run's client at the head.
+            playbook = repository_playbook(repo, project, head) or load_playbook(settings.playbook)
         except PlaybookError:
             fail("playbook.yaml is invalid: no launch runs until it is fixed")
             raise

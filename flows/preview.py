@@ -220,7 +220,7 @@ def preview(merge_request: MergeRequestChange) -> dict[str, str]:
                 logger.info("!%d moved on while previewing: the next preview says it", mr.iid)
                 return {"merge_request": mr.web_url, "status": "superseded", "head": head}
             body = preview_markdown(result)
-            what, note_id = repo.write_mr_note(project, mr.iid, PREVIEW_MARKER, body)
+            what, note_id = repo.write_mr_note(project, mr.iid, PREVIEW_MARKER, body, existing)
             state, description = result.status()
             status(state, description, f"{mr.web_url}#note_{note_id}")
         except BaseException:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from tminus.domain.playbook import Playbook, parse_playbook_file
-from tminus.domain.repository import NO_COMMIT, PLAYBOOK_FILE, FileChange
+from tminus.domain.repository import NO_COMMIT, PLAYBOOK_FILE, FileChange, same_project
 from tminus.domain.validation import MAX_FILE_BYTES
 from tminus.errors import PermanentError, SettingsError
 from tminus.integrations.files import load_playbook
@@ -186,10 +186,19 @@ class GitLabRepository(GitLabCalls):
                 return int(note.id), str(note.body)
         return None
 
-    def write_mr_note(self, project: str, iid: int, marker: str, body: str) -> tuple[str, int]:
+    def write_mr_note(
+        self,
+        project: str,
+        iid: int,
+        marker: str,
+        body: str,
+        existing: tuple[int, str] | None = None,
+    ) -> tuple[str, int]:
         """Keep one comment with ``marker`` on the merge request, saying ``body``: created,
-        updated in place or left unchanged; returns (what happened, the note id)."""
-        existing = self.find_mr_note(project, iid, marker)
+        updated in place or left unchanged; returns (what happened, the note id).
+        ``existing``: the comment as the caller just found it (else it is looked up)."""
+        if existing is None:
+            existing = self.find_mr_note(project, iid, marker)
         mr = self._project(project).mergerequests.get(iid, lazy=True)
         if existing is None:
 
@@ -264,11 +273,6 @@ class GitLabRepository(GitLabCalls):
             recover=landed,
         )
         return "created" if current is None else "updated"
-
-
-def same_project(configured: str | None, path: str) -> bool:
-    """GitLab's paths are case-insensitive; a setting may carry stray spaces."""
-    return configured is not None and configured.strip().lower() == path.lower()
 
 
 def check_launches_repo(project: str, settings: Settings) -> None:
