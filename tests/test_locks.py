@@ -6,16 +6,20 @@ import threading
 import time
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import VariableUpdate
 from prefect.client.schemas.objects import StateType
 from prefect.states import Running
 from prefect.variables import Variable
 
 from tminus.errors import LockLost, LockTimeout
 from tminus.tasks.locks import (
+    _FAIL_WHEN_BUSY,
     LEASE_SECONDS,
+    PrefectBusy,
     holder_variable,
     launch_lock,
     lock_name,
@@ -120,3 +124,51 @@ def test_two_waiters_never_both_take_over() -> None:
     for thread in threads:
         thread.join(90)
     assert overlaps == []
+
+
+def test_a_busy_prefect_fails_the_beat_at_once_instead_of_sleeping_to_retry() -> None:
+    """Prefect's client sleeps 2 s before retrying a 503 (a SQLite server answers writes 503
+    while it records a burst of task runs); releasing the lock waits for the beat, so the beat's
+    requests fail at once and the next beat is the retry."""
+    calls: list[str] = []
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        if request.url.path.endswith("/csrf-token"):  # as a server without CSRF protection
+            return httpx.Response(422, json={"detail": "CSRF protection is disabled."})
+        return httpx.Response(503, json={"exception_message": "Service Unavailable"})
+
+    settings = {**_FAIL_WHEN_BUSY, "transport": httpx.MockTransport(busy)}
+    started = time.monotonic()
+    with (
+        get_client(sync_client=True, httpx_settings=settings) as client,
+        pytest.raises(PrefectBusy),
+    ):
+        client.update_variable(VariableUpdate(name="tminus-launch-busy-holder", value={}))
+    assert time.monotonic() - started < 1.0 and calls.count("PATCH") == 1
+
+
+def test_releasing_leaves_the_record_when_prefect_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record of a released lease is only emptied when Prefect answers at once; a busy
+    answer leaves it (it names a freed lease, which no waiter mistakes for a holder)."""
+    import tminus.tasks.locks as locks
+
+    slug = "busy-release"
+    monkeypatch.setattr(locks, "_FAIL_WHEN_BUSY", {**_FAIL_WHEN_BUSY, "transport": BusyRecords()})
+    started = time.monotonic()
+    with launch_lock(slug, timeout=5) as lock:
+        lease = str(lock.lease)
+    assert time.monotonic() - started < 5
+    assert Variable.get(holder_variable(slug), default=None)["lease"] == lease
+    with launch_lock(slug, timeout=5):  # the slot is free: taken at once despite the record
+        pass
+
+
+class BusyRecords(httpx.HTTPTransport):
+    """Answers every PATCH of a lock record 503 without passing it on, as a busy SQLite
+    Prefect server does; everything else goes to the server."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH" and "/variables/" in request.url.path:
+            return httpx.Response(503, json={"exception_message": "Service Unavailable"})
+        return super().handle_request(request)
