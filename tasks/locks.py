@@ -32,7 +32,11 @@ from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, VariableUpdate
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    VariableCreate,
+    VariableUpdate,
+)
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
@@ -146,16 +150,8 @@ def _crash(client: Any, run_id: str | None) -> None:
             )
 
 
-def _record(slug: str, lease: UUID, run_id: str | None) -> None:
-    Variable.set(
-        holder_variable(slug),
-        {"run": run_id or "", "lease": str(lease), "beat": time.time()},
-        overwrite=True,
-    )
-
-
 class PrefectBusy(Exception):
-    """Prefect answered 503 (busy); raised by the beat's client instead of sleeping to retry."""
+    """Prefect answered 503 (busy), raised by the lock's own client instead of sleeping."""
 
 
 def _fail_when_busy(response: httpx.Response) -> None:
@@ -163,22 +159,48 @@ def _fail_when_busy(response: httpx.Response) -> None:
         raise PrefectBusy(f"{response.request.method} {response.request.url.path}: 503")
 
 
-# An httpx response hook runs inside each attempt of Prefect's client, before its retry loop
-# looks at the answer, so raising here ends the request at once.
+# The lock's writes of its record go through a client that fails at once on 503: an httpx
+# response hook runs inside each attempt of Prefect's client, before its retry loop looks at
+# the answer. A SQLite Prefect server answers a Variable PATCH 503 ("database is locked": a
+# read-then-write transaction meets the server recording a burst of task runs), and Prefect's
+# client then sleeps 2 s, 4 s, ... 32 s, even with its retries set to 0 (measured: launches
+# ended 1.5-1.8 s later on 5 of 5 runs, one waited 64 s). The lock retries these itself.
 _FAIL_WHEN_BUSY: dict[str, Any] = {"event_hooks": {"response": [_fail_when_busy]}}
+BUSY_RETRY_SECONDS = 30.0
+
+
+def _record_value(lease: UUID, run_id: str | None) -> dict[str, Any]:
+    return {"run": run_id or "", "lease": str(lease), "beat": time.time()}
+
+
+def _record(slug: str, lease: UUID, run_id: str | None) -> None:
+    """Write the holder's record. A busy answer clears as soon as the server's other write
+    commits, so it is tried again after 0.05 s, doubling to 1 s, for ``BUSY_RETRY_SECONDS``."""
+    deadline, pause = time.monotonic() + BUSY_RETRY_SECONDS, 0.05
+    with get_client(sync_client=True, httpx_settings=_FAIL_WHEN_BUSY) as client:
+        while True:
+            try:
+                _beat_record(client, slug, lease, run_id)
+                return
+            except PrefectBusy:
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def _beat_record(client: Any, slug: str, lease: UUID, run_id: str | None) -> None:
-    """``_record`` for the beat, on the beat's open client: one PATCH. ``Variable.set`` opens
-    a client and makes three requests; on a busy Prefect server a beat in flight then took
-    seconds, and releasing the lock waits for it."""
-    value = {"run": run_id or "", "lease": str(lease), "beat": time.time()}
+    """Write the holder's record on an open client: one PATCH (one POST for a new launch)."""
+    name = holder_variable(slug)
     try:
-        client.update_variable(VariableUpdate(name=holder_variable(slug), value=value))
+        client.update_variable(VariableUpdate(name=name, value=_record_value(lease, run_id)))
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code != 404:
             raise
-        _record(slug, lease, run_id)  # someone deleted the record: create it again
+        try:
+            client.create_variable(VariableCreate(name=name, value=_record_value(lease, run_id)))
+        except ObjectAlreadyExists:  # created meanwhile (a takeover's record): ours is newer
+            client.update_variable(VariableUpdate(name=name, value=_record_value(lease, run_id)))
 
 
 class LaunchLock:
@@ -222,10 +244,7 @@ class LaunchLock:
             raise
 
     def _beat(self) -> None:
-        # The beat's client fails at once on 503 instead of retrying: the next beat is the
-        # retry. A SQLite Prefect server answers a write 503 ("database is locked") while it
-        # records a burst of task runs, Prefect's client then sleeps 2 s before trying again,
-        # and ``stop`` waits for the beat: launches ended 1.5-1.8 s later on 5 of 5 runs.
+        # On 503 the next beat is the retry: ``stop`` waits for the beat.
         with get_client(sync_client=True, httpx_settings=_FAIL_WHEN_BUSY) as client:
             while not self._stop.wait(BEAT_SECONDS):
                 try:
@@ -245,7 +264,8 @@ class LaunchLock:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=BEAT_SECONDS * 4)
+        if self._thread.ident is not None:  # not started when writing the record failed
+            self._thread.join(timeout=BEAT_SECONDS * 4)
 
 
 @contextmanager

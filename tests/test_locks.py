@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from uuid import UUID
@@ -154,21 +155,50 @@ def test_releasing_leaves_the_record_when_prefect_is_busy(monkeypatch: pytest.Mo
     import tminus.tasks.locks as locks
 
     slug = "busy-release"
-    monkeypatch.setattr(locks, "_FAIL_WHEN_BUSY", {**_FAIL_WHEN_BUSY, "transport": BusyRecords()})
+    busy = BusyRecords(clears_only=True)
+    monkeypatch.setattr(locks, "_FAIL_WHEN_BUSY", {**_FAIL_WHEN_BUSY, "transport": busy})
     started = time.monotonic()
     with launch_lock(slug, timeout=5) as lock:
         lease = str(lock.lease)
     assert time.monotonic() - started < 5
+    assert busy.refused >= 1
     assert Variable.get(holder_variable(slug), default=None)["lease"] == lease
     with launch_lock(slug, timeout=5):  # the slot is free: taken at once despite the record
         pass
 
 
+def test_a_busy_prefect_delays_taking_the_lock_by_fractions_of_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The holder's record is written again after 0.05 s, 0.1 s, ... (not Prefect's 2 s, 4 s,
+    ... 32 s), so three busy answers in a row cost well under a second."""
+    import tminus.tasks.locks as locks
+
+    busy = BusyRecords(times=3)
+    monkeypatch.setattr(locks, "_FAIL_WHEN_BUSY", {**_FAIL_WHEN_BUSY, "transport": busy})
+    started = time.monotonic()
+    with launch_lock("busy-take", timeout=5) as lock:
+        took = time.monotonic() - started
+        record = Variable.get(holder_variable("busy-take"), default=None)
+        assert record["lease"] == str(lock.lease)
+    assert busy.refused == 3 and took < 1.5
+
+
 class BusyRecords(httpx.HTTPTransport):
-    """Answers every PATCH of a lock record 503 without passing it on, as a busy SQLite
-    Prefect server does; everything else goes to the server."""
+    """Answers PATCHes of a lock record 503 without passing them on (the first ``times``, or
+    those that empty it), as a busy SQLite Prefect server does; the rest go to the server."""
+
+    def __init__(self, times: int | None = None, clears_only: bool = False) -> None:
+        super().__init__()
+        self.times, self.clears_only, self.refused = times, clears_only, 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "PATCH" and "/variables/" in request.url.path:
+        if (
+            request.method == "PATCH"
+            and "/variables/" in request.url.path
+            and (self.times is None or self.refused < self.times)
+            and (not self.clears_only or json.loads(request.content).get("value") == {})
+        ):
+            self.refused += 1
             return httpx.Response(503, json={"exception_message": "Service Unavailable"})
         return super().handle_request(request)
