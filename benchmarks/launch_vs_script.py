@@ -124,35 +124,51 @@ class Shape:
 
     people: int  # owner + team: one users lookup each (GitLab looks users up one at a time)
     labels: int  # labels the launch uses (all missing in an empty project)
-    issues: int  # activity + sister issues (the tracking issue comes after them)
+    rounds: list[int]  # issues per round: dependency levels, then the retrospective
+    blocks: int  # blocking links: each issue to the issues it waits for
+    waiting: int  # issues that wait for others (a re-run reads their blocking links)
     events: int  # calendar entries
     pages: int  # pages the checks read
     sales: bool  # the tier tells sales
 
+    @property
+    def issues(self) -> int:  # activity, sister and retrospective issues, not the tracking one
+        return sum(self.rounds)
+
     @classmethod
     def of(cls, plan: Any, features_url: str, compare_url: str) -> Shape:
         from tminus.domain.pages import page_targets
+        from tminus.domain.plan import LATE_WORK
+        from tminus.tasks.issues import dependency_levels
 
         request = plan.request
+        keys = {spec.key for spec in plan.issues}
+        later = [spec for spec in plan.issues if LATE_WORK in spec.description]
+        first = tuple(spec for spec in plan.issues if spec not in later)
+        waiting = [spec for spec in plan.issues if spec.depends_on]
         return cls(
             people=1 + len(set(request.team.values()) - {request.owner}),
             labels=len(plan.labels()),
-            issues=len(plan.issues),
+            rounds=[len(level) for level in dependency_levels(first)] + [len(later)] * bool(later),
+            blocks=sum(len(set(spec.depends_on) & keys) for spec in waiting),
+            waiting=len(waiting),
             events=len(plan.calendar),
             pages=len(page_targets(plan, features_url, compare_url)),
             sales=plan.notification is not None,
         )
 
     def minimum(self, first: bool) -> Counter[tuple[str, str, str]]:
-        """The fewest requests a run can make: a constant number of reads per resource kind
-        (one per person for users), the creates a first run needs, no write on a re-run."""
+        """The fewest requests a run can make: a constant number of reads per resource kind,
+        one per person for users and per waiting issue for its blocking links (GitLab's REST
+        API has no other way to read either), the creates a first run needs, no write on a
+        re-run."""
         m: Counter[tuple[str, str, str]] = Counter()
         m["GitLab", "projects", "GET"] = 1
         m["GitLab", "users", "GET"] = self.people
         m["GitLab", "issues", "GET"] = 2  # by launch label, and by key (labels can be removed)
         m["GitLab", "labels", "GET"] = 1
-        if not first:  # a tracking issue the run just created has no links to read
-            m["GitLab", "links", "GET"] = 1
+        if not first:  # issues this run just created have no links to read
+            m["GitLab", "links", "GET"] = 1 + self.waiting
         m["Calendar", "events", "GET"] = 1
         m["pages", "pages", "GET"] = self.pages
         if self.sales:
@@ -160,9 +176,12 @@ class Shape:
         if first:
             m["GitLab", "labels", "POST"] = self.labels
             m["GitLab", "issues", "POST"] = self.issues + 1
-            m["GitLab", "links", "POST"] = self.issues
+            m["GitLab", "links", "POST"] = self.issues + self.blocks
             m["Calendar", "events", "POST"] = self.events
             if self.sales:
+                # The sister issues' answers are read again as the message goes out (two
+                # listings, as above): the kit carries the latest answers.
+                m["GitLab", "issues", "GET"] += 2
                 m["GitLab", "notes", "POST"] = 1  # the intent, before the message
                 m["Slack", "messages", "POST"] = 1
                 m["GitLab", "notes", "PUT"] = 1  # the record, after Slack said ok
@@ -174,17 +193,23 @@ class Shape:
         reads = 1 + self.people + 2 + 1  # project, people, issues by label and key, labels
         r_read = math.ceil(reads / c)
         r_labels = math.ceil(self.labels / c)
-        r_issues = math.ceil(self.issues / c)
+        # An issue that waits for others names them (#12): each dependency level is a round.
+        r_issues = [math.ceil(n / c) for n in self.rounds]
         r_links = math.ceil(self.issues / c)  # a new tracking issue: no links to read first
-        r_sales = 4 if self.sales else 0  # note list -> intent note -> Slack -> record
-        gitlab = r_read + r_labels + r_issues + 1 + max(r_links, r_sales)
+        r_blocks = math.ceil(self.blocks / c)  # after the tracking issue's links
+        # The note list and the answers are read at once -> intent note -> Slack -> record.
+        r_sales = 4 if self.sales else 0
+        tail = r_links + r_blocks
+        gitlab = r_read + r_labels + sum(r_issues) + 1 + max(tail, r_sales)
         calendar = r_read + math.ceil(self.events / CALENDAR_CONCURRENCY)  # after the check
         pages = math.ceil(self.pages / PAGES_PER_HOST)
+        rounds = " + ".join(f"ceil({n}/{c})" for n in self.rounds)
         lines = [
-            f"GitLab chain: ceil({reads} reads/{c}) + ceil({self.labels} labels/{c}) + "
-            f"ceil({self.issues} issues/{c}) + 1 tracking + max(ceil({self.issues} "
-            f"links/{c}), {r_sales} sales) = {r_read} + {r_labels} + {r_issues} + 1 + "
-            f"max({r_links}, {r_sales}) = {gitlab} rounds",
+            f"GitLab chain: ceil({reads} reads/{c}) + ceil({self.labels} labels/{c}) + issues "
+            f"by dependency round, retrospective last ({rounds}) + 1 tracking + "
+            f"max(ceil({self.issues} links/{c}) + ceil({self.blocks} blocking links/{c}), "
+            f"{r_sales} sales) = {r_read} + {r_labels} + {sum(r_issues)} + 1 + "
+            f"max({r_links} + {r_blocks}, {r_sales}) = {gitlab} rounds",
             f"Calendar chain: {r_read} (the check) + {self.events} inserts, one at a time "
             f"= {calendar} rounds",
             f"pages: ceil({self.pages} pages/{PAGES_PER_HOST} per host) = {pages} rounds",
