@@ -8,13 +8,15 @@ own SQLite file under a temporary PREFECT_HOME), registers the ``on-release`` de
 its release trigger exactly as ``tminus serve`` declares it (``build_deployments``) but serves
 nothing, and runs the receiver as ``python -m tminus webhook`` (uvicorn on 127.0.0.1) in front
 of it. Then sends the deliveries from this process, at most ``--concurrency`` in flight, each
-on a fresh connection as GitLab does: the real release payload and headers of
+on a fresh connection as GitLab does (a lean HTTP/1.1 POST on asyncio's streams: the sender
+shares the machine with what it measures), with the real release payload and headers of
 tests/fixtures/, one tag and one ``Idempotency-Key`` per unique delivery, and ``--resend`` of
 them sent again later with the same key and body, as a person resending from GitLab does.
 
 Prints the machine (CPUs, Python, Prefect, load), the answers by status, the acknowledgement
-latency (p50, p99, max; measured by the sender: connect, send, answer), the receiver's CPU
-time per delivery during the burst (from /proc), and after draining:
+latency (p50, p99, max; measured by the sender: connect, send, answer), the CPU time the
+receiver (per delivery), the sender and the Prefect server spent during the burst (from
+/proc), and after draining:
 what the receiver's outbox sent to Prefect, and the flow runs the deployment trigger created,
 against the unique deliveries (lost = unique deliveries without a run, doubled = runs beyond
 one per delivery), and the trigger actions Prefect itself reports failed
