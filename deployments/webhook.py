@@ -63,7 +63,7 @@ import logging
 import operator
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,6 +138,12 @@ REJECTED_STATUSES = frozenset({400, 413, 422})
 # Events per request to Prefect: a burst of deliveries costs a few requests (and one outbox
 # commit each), not one per delivery. Each event is at most a few kilobytes.
 SEND_BATCH = 50
+# While deliveries are being answered, the sender holds their events for up to this long: the
+# answers come first (GitLab waits for them; Prefect takes the events as well a moment later),
+# and on one machine Prefect's work on each batch competes with the answers for the CPUs.
+BURST_HOLD_SECONDS = 2.0
+QUIET_SECONDS = 0.05  # a burst is over when no delivery arrived for this long
+LULL_POLL_SECONDS = 0.02
 # GitLab allows release notes of up to 1,000,000 characters; the rest of a Release Hook is a
 # few kilobytes. Twice that leaves room for JSON escapes.
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -791,9 +797,12 @@ class GroupCommit:
 class EventSender:
     """Posts pending outbox rows to Prefect in order; on failure keeps them and backs off."""
 
-    def __init__(self, outbox: Outbox, config: WebhookConfig) -> None:
+    def __init__(
+        self, outbox: Outbox, config: WebhookConfig, busy: Callable[[], bool] = lambda: False
+    ) -> None:
         self.outbox = outbox
         self.config = config
+        self.busy = busy  # True while deliveries are arriving
         self.api_url = config.prefect_api_url.rstrip("/")
         self.wake = asyncio.Event()
         self.failures = 0
@@ -837,7 +846,9 @@ class EventSender:
         takes a list), in order; False at the first one Prefect could not take. A batch
         Prefect refuses as malformed is sent again row by row, so only the bad row is set
         aside."""
+        hold_until = asyncio.get_running_loop().time() + BURST_HOLD_SECONDS
         while True:
+            await self._lull(hold_until)
             rows = await asyncio.to_thread(self.outbox.pending, SEND_BATCH)
             if not rows:
                 return True
@@ -848,6 +859,12 @@ class EventSender:
                 for row in rows:
                     if not await self._send(row):
                         return False
+
+    async def _lull(self, hold_until: float) -> None:
+        """Wait while deliveries are arriving, until ``hold_until`` at the latest."""
+        loop = asyncio.get_running_loop()
+        while self.busy() and loop.time() < hold_until:
+            await asyncio.sleep(LULL_POLL_SECONDS)
 
     async def _send_batch(self, rows: list[OutboxRow]) -> bool | None:
         """True when Prefect took them all, False when it could not be reached or failed,
@@ -942,10 +959,17 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
 def create_app(config: WebhookConfig) -> Starlette:
     """The receiver app; its lifespan runs the sender (serve it with ``server_config``)."""
     outbox = Outbox(config.db_path)
-    sender = EventSender(outbox, config)
+    last_arrival = -QUIET_SECONDS  # on the event loop's clock
+
+    def busy() -> bool:
+        return asyncio.get_running_loop().time() - last_arrival < QUIET_SECONDS
+
+    sender = EventSender(outbox, config, busy=busy)
     writer = GroupCommit(outbox)
 
     async def gitlab_hook(request: Request) -> Response:
+        nonlocal last_arrival
+        last_arrival = asyncio.get_running_loop().time()
         try:
             return await accept(request)
         except Refused as refused:

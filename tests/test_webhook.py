@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from tminus.deployments.outbox import Outbox
 from tminus.deployments.webhook import (
+    BURST_HOLD_SECONDS,
     EVENT_ID_NAMESPACE,
     HOOK_PATH,
     ReleaseHook,
@@ -1163,3 +1164,24 @@ def test_a_burst_reaches_prefect_in_few_requests(
     stand_in.up = True
     wait_until(lambda: len(stand_in.received()) == 40, timeout=10)
     assert stand_in.posts - before <= 3  # 40 events in one or two requests (and a retry)
+
+
+def test_events_wait_while_deliveries_keep_arriving_then_go_out_together(
+    prefect_events: tuple[PrefectEventsStandIn, str], receiver_factory: Callable[..., Receiver]
+) -> None:
+    """During a burst the answers come first: the sender holds the events while deliveries
+    keep arriving (for BURST_HOLD_SECONDS at most), then sends them in a few requests."""
+    stand_in, api = prefect_events
+    receiver = receiver_factory(api)
+    assert receiver.post(Idempotency_Key="lone").status_code == 202
+    wait_until(lambda: len(stand_in.received()) == 1, timeout=5)  # a lone one goes at once
+    before = stand_in.posts
+    started = time.monotonic()
+    for n in range(40):  # one after another, well under QUIET_SECONDS apart
+        assert receiver.post(Idempotency_Key=f"arriving-{n}").status_code == 202
+    burst = time.monotonic() - started
+    during = stand_in.posts - before
+    wait_until(lambda: len(stand_in.received()) == 41, timeout=BURST_HOLD_SECONDS + 5)
+    # Without the hold each delivery wakes the sender: about one request per delivery.
+    assert during <= 1 + int(burst / BURST_HOLD_SECONDS), (during, burst)
+    assert stand_in.posts - before <= 4
