@@ -25,9 +25,9 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
@@ -55,6 +55,7 @@ STALE_SECONDS = 6.0
 MIN_LOOKS = 6
 POLL_SECONDS = 0.5
 log = logging.getLogger("tminus.locks")
+T = TypeVar("T")
 
 
 def lock_name(slug: str) -> str:
@@ -74,10 +75,12 @@ def _ensure_limit(client: Any, name: str) -> None:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
-def _try_acquire(client: Any, name: str, holder: ConcurrencyLeaseHolder | None) -> UUID | None:
+def _try_acquire(fast: Any, name: str, holder: ConcurrencyLeaseHolder | None) -> UUID | None:
     try:
-        response = client.increment_concurrency_slots_with_lease(
-            [name], 1, "concurrency", LEASE_SECONDS, holder
+        response = _when_not_busy(
+            lambda: fast.increment_concurrency_slots_with_lease(
+                [name], 1, "concurrency", LEASE_SECONDS, holder
+            )
         )
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code == 423:  # Locked: the slot is taken
@@ -109,25 +112,29 @@ class _Watch:
 
 
 def _take_over(
-    client: Any, slug: str, stale: dict[str, Any], holder: ConcurrencyLeaseHolder | None
+    client: Any,
+    fast: Any,
+    slug: str,
+    stale: dict[str, Any],
+    holder: ConcurrencyLeaseHolder | None,
 ) -> UUID | None:
     """Release a dead holder's lease and take the lock; None when another waiter is doing it or
     did it. Takeovers of one launch are serialised (a second limit), so two waiters can never
     both release the same dead lease and both get the lock."""
     takeover = f"{lock_name(slug)}-takeover"
     _ensure_limit(client, takeover)
-    guard = _try_acquire(client, takeover, holder)
+    guard = _try_acquire(fast, takeover, holder)
     if guard is None:
         return None
     try:
         if Variable.get(holder_variable(slug), default=None) != stale:
             return None  # the lock changed hands meanwhile
         client.release_concurrency_slots_with_lease(UUID(stale["lease"]))
-        lease = _try_acquire(client, lock_name(slug), holder)
+        lease = _try_acquire(fast, lock_name(slug), holder)
         if lease is None:
             return None
         log.warning("The run holding launch %s stopped beating; took its lock over", slug)
-        _record(slug, lease, holder and str(holder.id))
+        _record(fast, slug, lease, holder and str(holder.id))
         _crash(client, stale.get("run"))
         return lease
     finally:
@@ -159,12 +166,12 @@ def _fail_when_busy(response: httpx.Response) -> None:
         raise PrefectBusy(f"{response.request.method} {response.request.url.path}: 503")
 
 
-# The lock's writes of its record go through a client that fails at once on 503: an httpx
-# response hook runs inside each attempt of Prefect's client, before its retry loop looks at
-# the answer. A SQLite Prefect server answers a Variable PATCH 503 ("database is locked": a
-# read-then-write transaction meets the server recording a burst of task runs), and Prefect's
-# client then sleeps 2 s, 4 s, ... 32 s, even with its retries set to 0 (measured: launches
-# ended 1.5-1.8 s later on 5 of 5 runs, one waited 64 s). The lock retries these itself.
+# The lock's writes (its slot, its record) go through a client that fails at once on 503: an
+# httpx response hook runs inside each attempt of Prefect's client, before its retry loop looks
+# at the answer. A SQLite Prefect server answers writes 503 ("database is locked") while it
+# records a burst of task runs, and Prefect's client then sleeps 2 s, 4 s, ... 32 s, even with
+# its retries set to 0 (measured: launches ended 1.5-1.8 s later on 5 of 5 runs, one waited
+# 64 s). The lock retries these itself, sooner.
 _FAIL_WHEN_BUSY: dict[str, Any] = {"event_hooks": {"response": [_fail_when_busy]}}
 BUSY_RETRY_SECONDS = 30.0
 
@@ -173,20 +180,24 @@ def _record_value(lease: UUID, run_id: str | None) -> dict[str, Any]:
     return {"run": run_id or "", "lease": str(lease), "beat": time.time()}
 
 
-def _record(slug: str, lease: UUID, run_id: str | None) -> None:
-    """Write the holder's record. A busy answer clears as soon as the server's other write
-    commits, so it is tried again after 0.05 s, doubling to 1 s, for ``BUSY_RETRY_SECONDS``."""
+def _when_not_busy(call: Callable[[], T]) -> T:
+    """``call`` (a write on the lock's fail-fast client), tried again while Prefect answers it
+    503: a busy answer clears as soon as the server's other write commits (a 503 wrote
+    nothing), so after 0.05 s, doubling to 1 s, for ``BUSY_RETRY_SECONDS`` in all."""
     deadline, pause = time.monotonic() + BUSY_RETRY_SECONDS, 0.05
-    with get_client(sync_client=True, httpx_settings=_FAIL_WHEN_BUSY) as client:
-        while True:
-            try:
-                _beat_record(client, slug, lease, run_id)
-                return
-            except PrefectBusy:
-                if time.monotonic() + pause > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
+    while True:
+        try:
+            return call()
+        except PrefectBusy:
+            if time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
+def _record(fast: Any, slug: str, lease: UUID, run_id: str | None) -> None:
+    """Write the holder's record on the lock's fail-fast client."""
+    _when_not_busy(lambda: _beat_record(fast, slug, lease, run_id))
 
 
 def _beat_record(client: Any, slug: str, lease: UUID, run_id: str | None) -> None:
@@ -206,9 +217,10 @@ def _beat_record(client: Any, slug: str, lease: UUID, run_id: str | None) -> Non
 class LaunchLock:
     """A held launch lock. ``check()`` raises ``LockLost`` once the lock cannot be trusted."""
 
-    def __init__(self, slug: str, lease: UUID, run_id: str | None) -> None:
+    def __init__(self, slug: str, lease: UUID, run_id: str | None, fast: Any) -> None:
         # The run's id is read here: the beat thread does not see the flow run's context.
         self.slug, self.lease, self.run_id = slug, lease, run_id
+        self._fast = fast  # the lock's fail-fast client (its beat writes on it)
         self.lost: str | None = None
         self._stop = threading.Event()
         # In the caller's context: the same Prefect server (and settings) as the flow, even when
@@ -245,19 +257,19 @@ class LaunchLock:
 
     def _beat(self) -> None:
         # On 503 the next beat is the retry: ``stop`` waits for the beat.
-        with get_client(sync_client=True, httpx_settings=_FAIL_WHEN_BUSY) as client:
-            while not self._stop.wait(BEAT_SECONDS):
-                try:
-                    self._renew(client)
-                    if self._stop.is_set():
-                        return  # released meanwhile: a late record would name a freed lease
-                    _beat_record(client, self.slug, self.lease, self.run_id)
-                except PrefectBusy as exc:  # expected now and then; a lease lasts 60 s
-                    log.debug("Could not renew the launch lock: %s", exc)
-                except Exception as exc:
-                    if self.lost:
-                        return
-                    log.warning("Could not renew the launch lock: %s", exc)
+        client = self._fast
+        while not self._stop.wait(BEAT_SECONDS):
+            try:
+                self._renew(client)
+                if self._stop.is_set():
+                    return  # released meanwhile: a late record would name a freed lease
+                _beat_record(client, self.slug, self.lease, self.run_id)
+            except PrefectBusy as exc:  # expected now and then; a lease lasts 60 s
+                log.debug("Could not renew the launch lock: %s", exc)
+            except Exception as exc:
+                if self.lost:
+                    return
+                log.warning("Could not renew the launch lock: %s", exc)
 
     def start(self) -> None:
         self._thread.start()
@@ -276,41 +288,45 @@ def launch_lock(slug: str, timeout: float = LOCK_WAIT_SECONDS) -> Iterator[Launc
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(run_id)) if run_id else None
     deadline = time.monotonic() + timeout
     watch = _Watch()
-    with get_client(sync_client=True) as client:
+    # One fail-fast client for the lock's life (each Prefect client builds its TLS context:
+    # tens of ms of CPU): the record, the beat, the release.
+    with (
+        get_client(sync_client=True) as client,
+        get_client(sync_client=True, httpx_settings=_FAIL_WHEN_BUSY) as fast,
+    ):
         _ensure_limit(client, name)
-        while (lease := _try_acquire(client, name, holder)) is None:
+        while (lease := _try_acquire(fast, name, holder)) is None:
             record = Variable.get(variable, default=None)
             if (
                 isinstance(record, dict)
                 and watch.dead(record)
-                and (lease := _take_over(client, slug, record, holder))
+                and (lease := _take_over(client, fast, slug, record, holder))
             ):
                 break
             if time.monotonic() > deadline:
                 raise LockTimeout(f"launch {slug} stayed locked by another run for {timeout:.0f}s")
             time.sleep(POLL_SECONDS)
-        lock = LaunchLock(slug, lease, run_id)
+        lock = LaunchLock(slug, lease, run_id, fast)
         try:
-            _record(slug, lease, run_id)
+            _record(fast, slug, lease, run_id)
             lock.start()
             yield lock
         finally:
             lock.stop()
             try:
-                client.release_concurrency_slots_with_lease(lease)
+                _when_not_busy(lambda: fast.release_concurrency_slots_with_lease(lease))
             except Exception as exc:  # the lease expires by itself; a waiter takes over
                 log.warning("Could not release the launch lock of %s: %s", slug, exc)
             else:
-                _clear_record(variable)
+                _clear_record(fast, variable)
 
 
-def _clear_record(variable: str) -> None:
+def _clear_record(fast: Any, variable: str) -> None:
     """Empty the holder's record once its lease is released, or leave it when Prefect is busy
     (rather than wait 2 s for the client's retry at the end of every launch): a record naming a
     released lease misleads no one. A waiter first tries the free slot, and a new holder
     writes its own record as soon as it holds the lock."""
     try:
-        with get_client(sync_client=True, httpx_settings=_FAIL_WHEN_BUSY) as client:
-            client.update_variable(VariableUpdate(name=variable, value={}))
+        fast.update_variable(VariableUpdate(name=variable, value={}))
     except (PrefectBusy, httpx.HTTPStatusError) as exc:
         log.debug("Left the launch lock's record %s: %s", variable, exc)
