@@ -23,7 +23,7 @@ from tminus.domain.report import LaunchReport, counts, plan_markdown, results_ro
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import ActionResult
 from tminus.errors import LaunchIncomplete
-from tminus.flows.sales import PendingMessage, finish_sales, start_sales
+from tminus.flows.sales import PendingMessage, SalesStart, finish_sales
 from tminus.integrations.clients import connect
 from tminus.integrations.gitlab_repo import team_playbook
 from tminus.settings import Settings, load_settings
@@ -122,10 +122,12 @@ def run_launch(
             systems.calendar, systems.calendar_id, plan, dry_run, settings.sales_channel_email
         )
         pages = check_pages.submit(systems.pages, plan, settings)
-        results = reconcile_issues(systems.tracker, plan, user_ids, dry_run)
-        results += calendar.results()
-        results += settle(pages, f"{request.slug}/pages", "page", "Page checks")
-        sales = start_sales(systems, settings, plan, results, dry_run, guard)
+        # Sales starts once the tracking issue is written, while the issues' links are made.
+        with SalesStart(systems, settings, plan, dry_run, guard) as start:
+            results = reconcile_issues(systems.tracker, plan, user_ids, dry_run, start.begin)
+            results += calendar.results()
+            results += settle(pages, f"{request.slug}/pages", "page", "Page checks")
+            sales = start.result(results)
         if isinstance(sales, ActionResult):
             results.append(sales)
         pending = sales if isinstance(sales, PendingMessage) else None

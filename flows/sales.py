@@ -6,8 +6,11 @@ playbook names. The approval waits without holding the launch lock; once approve
 observed again under the lock, so a message another run sent meanwhile is not sent twice.
 """
 
+import contextvars
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from prefect import get_run_logger, pause_flow_run, suspend_flow_run
@@ -175,6 +178,49 @@ def start_sales(
         return send_message(systems.tracker, systems.notifier, plan, iid, state, prepared.payload)
     except TminusError as exc:
         return sales_row(plan, Outcome.failed, str(exc))
+
+
+class SalesStart:
+    """``start_sales`` begun in a thread as soon as the tracking issue is written (``begin``,
+    the ``on_tracking`` of ``reconcile_issues``), while the issues' links are made: it needs
+    only the tracking issue. ``result`` waits for it (or runs it, when the issues stopped
+    before the tracking issue); leaving the ``with`` waits for the thread in every case."""
+
+    def __init__(
+        self,
+        systems: Systems,
+        settings: Settings,
+        plan: Plan,
+        dry_run: bool,
+        guard: Callable[[], None],
+    ) -> None:
+        self._args = (systems, settings, plan)
+        self._dry_run, self._guard = dry_run, guard
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tminus-sales")
+        self._started: Future[ActionResult | PendingMessage | None] | None = None
+
+    def begin(self, tracking: ActionResult) -> None:
+        context = contextvars.copy_context()  # the flow run's: its task runs, its artifacts
+        self._started = self._pool.submit(context.run, self._start, [tracking])
+
+    def result(self, results: list[ActionResult]) -> ActionResult | PendingMessage | None:
+        if self._started is None:
+            return self._start(results)
+        return self._started.result()
+
+    def _start(self, results: list[ActionResult]) -> ActionResult | PendingMessage | None:
+        return start_sales(*self._args, results, self._dry_run, self._guard)
+
+    def __enter__(self) -> "SalesStart":
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def finish_sales(

@@ -170,13 +170,19 @@ def _failed_row(key: str, kind: str, title: str, exc: TminusError) -> ActionResu
 
 
 def reconcile_issues(
-    tracker: IssueTracker, plan: Plan, user_ids: dict[str, int], dry_run: bool = False
+    tracker: IssueTracker,
+    plan: Plan,
+    user_ids: dict[str, int],
+    dry_run: bool = False,
+    on_tracking: Callable[[ActionResult], None] | None = None,
 ) -> list[ActionResult]:
     """Bring GitLab to the plan, observe -> diff -> apply, in rounds because later writes
     depend on earlier ones: the labels (GitLab gives a label an issue names but the project
     lacks its default color, so ours must exist first); the activity and sister issues; the
     retrospective (it lists the late ones); then the tracking issue (its checklist links them
-    by number) with the drops; then the links."""
+    by number) with the drops; then the links. ``on_tracking`` is called with the tracking
+    issue's row as soon as it is written, before the links (what needs only the tracking
+    issue can start meanwhile)."""
     project = plan.request.project
     slug = plan.request.slug
     # The two observations are independent: they run at once.
@@ -220,6 +226,8 @@ def reconcile_issues(
     done = apply_changes(apply_issue_change, second, dry_run, tracker, project).results()
     rows += done
     tracking = done[0]
+    if on_tracking is not None:
+        on_tracking(tracking)
     if tracking.iid is not None and refs:
         try:
             # A tracking issue this run just created has no links yet: nothing to read.
