@@ -24,6 +24,7 @@ entries as out of date, as a launch whose calendar writes failed would.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -149,6 +150,132 @@ def memory_kb() -> dict[str, int]:
     return {name: int(value.split()[0]) for name, value in fields.items()}
 
 
+def mallinfo() -> dict[str, int]:
+    """glibc's heap figures (``mallinfo2``, every arena): bytes from the system, in use, free."""
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Mallinfo2
+    info = libc.mallinfo2()
+    return {name: int(getattr(info, name)) for name, _ in Mallinfo2._fields_}
+
+
+def mappings_kb() -> dict[str, list[int]]:
+    """Resident memory (``/proc/self/smaps``) by kind of mapping: [count, KB resident]. Thread
+    stacks are the 8 MB anonymous ones, pymalloc's arenas the 1 MB ones, glibc's heaps
+    ``[heap]`` and the other anonymous ones."""
+    kinds: dict[str, list[int]] = {}
+    kind = ""
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                size = (end - start) // 1024
+                path = fields[5] if len(fields) > 5 else ""
+                if path.startswith("["):
+                    kind = path
+                elif path:
+                    kind = "files"
+                elif size in (8192, 8188):
+                    kind = f"anon 8 MB (a thread stack's size) {fields[0]}"
+                elif size == 1024:
+                    kind = "anon 1 MB (pymalloc arenas)"
+                else:
+                    kind = "anon other"
+                kinds.setdefault(kind, [0, 0])[0] += 1
+            elif fields[0] == "Rss:":
+                kinds[kind][1] += int(fields[1])
+    return kinds
+
+
+def trace_end_of_flow(directory: Path) -> None:
+    """With ``--trace DIR``: when the flow publishes its table (its last step, inside the flow
+    run) write to ``DIR``, named after the launches audited, the live objects by type (count
+    and shallow size), pymalloc's arena figures and the size of Prefect's per-run records; with
+    ``AUDIT_SCALE_FRAMES`` > 0 also trace allocations (tracemalloc, that many frames) from the
+    flow's start and write a snapshot (slow: 5x the wall time and more)."""
+    import pickle
+    import threading
+    import tracemalloc
+
+    from prefect.context import FlowRunContext
+
+    import tminus.flows.audit as flow_module
+
+    publish = flow_module.create_table_artifact
+    frames = int(os.environ.get("AUDIT_SCALE_FRAMES", "0"))
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        rows = len(kwargs.get("table") or [])
+        at_table = memory_kb()
+        gc.collect()
+        counts: Counter[str] = Counter()
+        sizes: Counter[str] = Counter()
+        for o in gc.get_objects():
+            name = type(o).__qualname__
+            counts[name] += 1
+            sizes[name] += sys.getsizeof(o)
+        context = FlowRunContext.get()
+        figures: dict[str, Any] = {
+            "rss_at_table_kb": at_table["VmRSS"],
+            "hwm_at_table_kb": at_table["VmHWM"],
+            "run_results": len(context.run_results) if context else None,
+            "cancel_events": len(getattr(context.task_runner, "_cancel_events", ()))
+            if context
+            else None,
+            "types": [(n, c, sizes[n]) for n, c in counts.most_common(40)],
+        }
+        with tempfile.TemporaryFile("w+") as err:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(err.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            err.seek(0)
+            figures["pymalloc"] = [
+                line.strip() for line in err if line.startswith("#") or "Total" in line
+            ]
+        figures["mallinfo2"] = mallinfo()
+        figures["mappings"] = mappings_kb()
+        figures["threads"] = [
+            (t.name, t.native_id, t.ident and hex(t.ident)) for t in threading.enumerate()
+        ]
+        if frames:
+            snapshot = tracemalloc.take_snapshot()
+            figures["traced_now"], figures["traced_peak"] = tracemalloc.get_traced_memory()
+            with (directory / f"snapshot-{rows}.pickle").open("wb") as f:
+                pickle.dump(snapshot, f)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)  # what glibc holds free: resident memory it gives back
+        figures["rss_after_malloc_trim_kb"] = memory_kb()["VmRSS"]
+        (directory / f"objects-{rows}.json").write_text(json.dumps(figures, indent=1))
+        return publish(*args, **kwargs)
+
+    flow_module.create_table_artifact = traced  # type: ignore[assignment]
+    if frames:
+        tracemalloc.start(frames)
+
+
 def child() -> None:
     """Run the audit flow once; print its figures as one JSON line."""
     import logging
@@ -156,6 +283,30 @@ def child() -> None:
     from tminus.flows.audit import audit
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    samples: list[tuple[float, int]] = []
+    if os.environ.get("AUDIT_SCALE_TRACE"):
+        import threading
+
+        trace_end_of_flow(Path(os.environ["AUDIT_SCALE_TRACE"]))
+
+        def sample() -> None:  # resident memory every half second, to see where it grows
+            from prefect._internal.concurrency.services import _QueueServiceBase
+
+            start = time.perf_counter()
+            while True:
+                queues: dict[str, int] = {}
+                for service in list(_QueueServiceBase._instances.values()):
+                    name = type(service).__name__
+                    queues[name] = queues.get(name, 0) + service._queue.qsize()
+                    client = getattr(service, "_client", None)
+                    unconfirmed = getattr(client, "_unconfirmed_events", None)
+                    if unconfirmed is not None:
+                        queues[f"{name}.unconfirmed"] = len(unconfirmed)
+                at = round(time.perf_counter() - start, 1)
+                samples.append((at, memory_kb()["VmRSS"], queues))  # type: ignore[arg-type]
+                time.sleep(0.5)
+
+        threading.Thread(target=sample, daemon=True).start()
     gc.collect()
     before = memory_kb()["VmRSS"]
     with open("/proc/self/clear_refs", "w") as f:  # VmHWM starts again from VmRSS
@@ -165,6 +316,9 @@ def child() -> None:
     wall = time.perf_counter() - started
     peak = memory_kb()["VmHWM"]
     cpu = resource.getrusage(resource.RUSAGE_SELF)
+    if samples:
+        trace = Path(os.environ["AUDIT_SCALE_TRACE"])
+        (trace / f"rss-{len(rows)}.json").write_text(json.dumps(samples))
     print(
         json.dumps(
             {
@@ -194,6 +348,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--launches", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--seed", type=int, default=7, help="seed of dates and closed issues")
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        help="write tracemalloc snapshots and live object counts at the flow's end here "
+        "(slows the audit; its memory figures then include tracemalloc's own)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -236,6 +396,9 @@ def main() -> None:
                     "PREFECT_API_URL": str(PREFECT_API_URL.value()),
                     "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "sandbox")]),
                 }
+                if args.trace:
+                    args.trace.mkdir(parents=True, exist_ok=True)
+                    env["AUDIT_SCALE_TRACE"] = str(args.trace.resolve())
                 print(
                     f"\n{'launches':>8} {'issues':>7} {'wall s':>7} {'ms/launch':>9} "
                     f"{'RSS MB (before -> peak)':>24} {'growth MB':>9} {'requests':>8} "

@@ -63,9 +63,15 @@ AUDIT_LOCK_WAIT = 60.0
 
 TRACKING_LABEL = "launch-issue::tracking"
 WORKERS = 4
-# Launches audited at once, plus a few queued: the flow holds this many task runs (their
-# parameters and results), not one per open launch.
+# Launches audited at once, plus a few queued: a batch holds this many task runs' futures
+# (their parameters and results), not one per launch of the batch.
 IN_FLIGHT = 2 * WORKERS
+# Launches audited by one `audit-batch` subflow run. Prefect keeps a record of every task run
+# of a flow run until the flow run ends (the run context links each result to its state; the
+# task runner keeps a cancel event per task run; PrefectHQ/prefect#12668): in one flow run for
+# every open launch that grew by about 15 KB of memory per launch. A subflow run per batch
+# ends, and frees them, after its launches.
+BATCH = 100
 
 
 def keep_retrospective(
@@ -268,7 +274,7 @@ def audit_projects(settings: Settings) -> list[str]:
     return [settings.launch_project or "marketing/launches"]
 
 
-@flow(name="audit", task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))  # type: ignore[arg-type]
+@flow(name="audit")
 def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
     """Audit every open launch (each open tracking issue): share of work due by launch day
     done, overdue and blocked work, unanswered sister-issue questions, pages re-checked,
@@ -277,7 +283,8 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
     of overdue work at most once a day (for blocked work, the owners of what blocks it). After
     launch day it keeps the retrospective (from T+7), shows success metrics against their
     actuals (from T+30) and closes the tracking issue once the retrospective is closed.
-    Publishes the table under the artifact key `launch-audit`.
+    Publishes the table under the artifact key `launch-audit`. Launches are audited in
+    `audit-batch` subflow runs of up to BATCH launches, an `audit-launch` task run each.
     """
     logger = get_run_logger()
     settings = load_settings()
@@ -292,37 +299,61 @@ def audit(projects: list[str] | None = None) -> list[dict[str, Any]]:
         systems.pages, (settings.features_page, settings.features_compare_page)
     )
     rows: list[dict[str, Any]] = []
-    running: deque[PrefectFuture[dict[str, Any]]] = deque()
+    batch: dict[int, IssueState] = {}  # the tracking issues of the next batch, by iid
 
-    def collect(future: PrefectFuture[dict[str, Any]]) -> None:
-        try:
-            rows.append(future.result())
-        except TminusError as exc:
-            rows.append({"launch": "?", "status": "failed", "detail": str(exc)})
+    @flow(
+        name="audit-batch",
+        flow_run_name="audit {project} from #{launches[0]}",
+        task_runner=ThreadPoolTaskRunner(max_workers=WORKERS),  # type: ignore[arg-type]
+    )
+    def audit_batch(project: str, launches: list[int]) -> list[dict[str, Any]]:
+        """Audit the launches of ``project`` whose tracking issues (by iid) are listed, an
+        ``audit-launch`` task run each, at most IN_FLIGHT at once. Returns their rows. The
+        parameters are iids, not the issues: Prefect stores a flow run's parameters."""
+        done: list[dict[str, Any]] = []
+        running: deque[PrefectFuture[dict[str, Any]]] = deque()
+
+        def collect(future: PrefectFuture[dict[str, Any]]) -> None:
+            try:
+                done.append(future.result())
+            except TminusError as exc:
+                done.append({"launch": "?", "status": "failed", "detail": str(exc)})
+
+        for iid in launches:
+            if len(running) >= IN_FLIGHT:
+                collect(running.popleft())
+            tracking = batch.pop(iid)
+            running.append(
+                audit_one.submit(
+                    tracker,
+                    calendar,
+                    pages,
+                    settings,
+                    playbook,
+                    project,
+                    tracking,
+                    today.isoformat(),
+                )
+            )
+        while running:
+            collect(running.popleft())
+        return done
+
+    def audit_pending(project: str) -> None:
+        if batch:
+            rows.extend(audit_batch(project, list(batch)))
 
     try:
         for project in projects or audit_projects(settings):
-            # Read a page at a time as they are audited: the flow holds the IN_FLIGHT launches
-            # being audited and one page of tracking issues, not every open launch.
+            # Read a page at a time as they are audited: the flow holds one batch of tracking
+            # issues (a page of them), not every open launch.
             for tracking in tracker.iter_issues(project, [TRACKING_LABEL], state="opened"):
                 if CANCELLED_LABEL in tracking.labels:
                     continue  # cancelled launches are not nagged about
-                if len(running) >= IN_FLIGHT:
-                    collect(running.popleft())
-                running.append(
-                    audit_one.submit(
-                        tracker,
-                        calendar,
-                        pages,
-                        settings,
-                        playbook,
-                        project,
-                        tracking,
-                        today.isoformat(),
-                    )
-                )
-        while running:
-            collect(running.popleft())
+                batch[tracking.iid] = tracking
+                if len(batch) >= BATCH:
+                    audit_pending(project)
+            audit_pending(project)
         close_launches(tracker, rows)
     finally:  # their kept-alive connections
         systems.close()

@@ -184,12 +184,13 @@ def test_audit_reads_the_open_launches_as_it_audits_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The tracking issues are read a page at a time as launches are audited, not all before:
-    the flow holds IN_FLIGHT launches, not every open launch."""
+    the flow holds one batch of launches, not every open launch."""
     import tminus.flows.audit as audit_flow
     from tminus.domain.audit import AUDIT_NOTE_MARKER
     from tminus.integrations.gitlab import GitLabTracker, build_tracker
 
     monkeypatch.setattr(audit_flow, "IN_FLIGHT", 1)
+    monkeypatch.setattr(audit_flow, "BATCH", 2)  # 2 batches for 3 launches
     monkeypatch.setattr("tminus.integrations.gitlab.PAGE_SIZE", 2)  # 2 pages for 3 launches
     requests = [
         l3.model_copy(update={"slug": f"{l3.slug}-{n}", "title": f"{l3.title} {n}"})
@@ -221,9 +222,42 @@ def test_audit_reads_the_open_launches_as_it_audits_them(
     rows = audit(projects=[PROJECT])
     assert sorted(r["launch"] for r in rows) == sorted(r.slug for r in requests)
     assert len(audited) == 3
-    # The k-th launch is read only after all but IN_FLIGHT of the ones before were audited.
-    assert len(done_at_read) == 3
-    assert all(done >= k - 1 - 1 for k, done in enumerate(done_at_read, 1)), done_at_read
+    # The k-th launch is read only after the batches before its own were audited.
+    assert done_at_read == [0, 0, 2]
+
+
+def test_the_audit_runs_its_launches_in_batch_subflows(
+    sandbox: SandboxClient,
+    settings: Settings,
+    l3: LaunchRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prefect keeps a record of every task run of a flow run until it ends: the launches are
+    audited in `audit-batch` subflow runs of at most BATCH launches each, so the audit's memory
+    does not grow with the number of open launches. A batch run's parameters are the tracking
+    issues' iids, not the issues."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    import tminus.flows.audit as audit_flow
+
+    monkeypatch.setattr(audit_flow, "BATCH", 2)
+    requests = [
+        l3.model_copy(update={"slug": f"{l3.slug}-{n}", "title": f"{l3.title} {n}"})
+        for n in range(3)
+    ]
+    for request in requests:
+        launch(request=soon(request, sandbox, days=30))
+    state = audit(projects=[PROJECT], return_state=True)
+    rows = state.result()
+    assert sorted(r["launch"] for r in rows) == sorted(r.slug for r in requests)
+    parent = FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])
+    with get_client(sync_client=True) as client:
+        batches = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=parent))
+    assert sorted(len(b.parameters["launches"]) for b in batches) == [1, 2]
+    iids = sorted(iid for b in batches for iid in b.parameters["launches"])
+    assert iids == sorted(int(r["tracking_issue"].rsplit("/", 1)[1]) for r in rows)
+    assert all(b.state is not None and b.state.is_completed() for b in batches)
 
 
 @pytest.mark.parametrize("free", [False, True], ids=["blocking-links", "gitlab-free"])
@@ -419,7 +453,8 @@ def test_closing_finished_launches_skips_no_other_launch(
     import tminus.flows.audit as audit_flow
 
     monkeypatch.setattr("tminus.integrations.gitlab.PAGE_SIZE", 1)  # a page per launch
-    monkeypatch.setattr(audit_flow, "IN_FLIGHT", 1)  # each audited before the next page
+    monkeypatch.setattr(audit_flow, "IN_FLIGHT", 1)
+    monkeypatch.setattr(audit_flow, "BATCH", 1)  # each audited before the next page
     requests = [
         soon(l3.model_copy(update={"slug": f"{l3.slug}-{n}", "title": f"Done {n}"}), sandbox, -10)
         for n in range(3)
