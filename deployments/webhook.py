@@ -41,9 +41,10 @@ and uvicorn's own 400s for malformed HTTP are JSON as well.
 
 A background sender posts pending outbox rows to ``{prefect_api_url}/events`` (up to
 ``SEND_BATCH`` per request) and marks them sent; while Prefect is down they wait on disk and
-the sender backs off. Delivery to Prefect is at least once: the event id is a uuid5 of the
-delivery key, so Prefect's trigger service drops a repeat it has seen in the last ~30 minutes,
-and the flow the event starts must be idempotent.
+the sender backs off. While deliveries keep arriving (a burst) it holds the events, for
+``BURST_HOLD_SECONDS`` at most: the answers come first. Delivery to Prefect is at least
+once: the event id is a uuid5 of the delivery key, so Prefect's trigger service drops a repeat
+it has seen in the last ~30 minutes, and the flow the event starts must be idempotent.
 
 Why answer before Prefect has the event: GitLab waits 10 s, counts 4xx/5xx and timeouts as
 failures, disables hooks that keep failing and never redelivers by itself. An answer that
