@@ -157,13 +157,19 @@ def _crash(client: Any, run_id: str | None) -> None:
             )
 
 
-class PrefectBusy(Exception):
-    """Prefect answered 503 (busy), raised by the lock's own client instead of sleeping."""
+class PrefectBusy(httpx.HTTPStatusError):
+    """Prefect answered 503 (busy), raised by the lock's own client instead of sleeping. An
+    ``HTTPStatusError``, as Prefect's client raises once its retries are spent: callers see
+    the same error as before when ``_when_not_busy`` gives up."""
 
 
 def _fail_when_busy(response: httpx.Response) -> None:
     if response.status_code == 503:
-        raise PrefectBusy(f"{response.request.method} {response.request.url.path}: 503")
+        raise PrefectBusy(
+            f"Prefect answered {response.request.method} {response.request.url.path} 503 (busy)",
+            request=response.request,
+            response=response,
+        )
 
 
 # The lock's writes (its slot, its record) go through a client that fails at once on 503: an
@@ -173,7 +179,9 @@ def _fail_when_busy(response: httpx.Response) -> None:
 # its retries set to 0 (measured: launches ended 1.5-1.8 s later on 5 of 5 runs, one waited
 # 64 s). The lock retries these itself, sooner.
 _FAIL_WHEN_BUSY: dict[str, Any] = {"event_hooks": {"response": [_fail_when_busy]}}
-BUSY_RETRY_SECONDS = 30.0
+# Longer than Prefect's own retries (2+4+8+16+32 s of sleep): a SQLite server can hold every
+# write for its 60 s busy timeout, then answer 503.
+BUSY_RETRY_SECONDS = 150.0
 
 
 def _record_value(lease: UUID, run_id: str | None) -> dict[str, Any]:
