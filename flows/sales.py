@@ -221,6 +221,10 @@ class SalesStart:
         tb: TracebackType | None,
     ) -> None:
         self._pool.shutdown(wait=True)
+        started = self._started
+        if exc is not None and started is not None and started.exception() is not None:
+            # The launch failed first, so ``result`` was never read: say what sales met.
+            get_run_logger().error("Sales also failed: %s", started.exception())
 
 
 def finish_sales(

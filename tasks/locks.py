@@ -129,21 +129,35 @@ def _take_over(
     try:
         if Variable.get(holder_variable(slug), default=None) != stale:
             return None  # the lock changed hands meanwhile
-        client.release_concurrency_slots_with_lease(UUID(stale["lease"]))
+        dead = UUID(stale["lease"])
+        _when_not_busy(lambda: fast.release_concurrency_slots_with_lease(dead))
         lease = _try_acquire(fast, lock_name(slug), holder)
         if lease is None:
             return None
         log.warning("The run holding launch %s stopped beating; took its lock over", slug)
-        _record(fast, slug, lease, holder and str(holder.id))
+        try:
+            _record(fast, slug, lease, holder and str(holder.id))
+        except BaseException:  # not held after all: free the slot rather than orphan it
+            with suppress(Exception):
+                _when_not_busy(lambda: fast.release_concurrency_slots_with_lease(lease))
+            raise
         _crash(client, stale.get("run"))
         return lease
     finally:
-        client.release_concurrency_slots_with_lease(guard)
+        _when_not_busy(lambda: fast.release_concurrency_slots_with_lease(guard))
 
 
 def _crash(client: Any, run_id: str | None) -> None:
+    """Mark the dead holder's run Crashed; best effort: the lock is taken either way."""
     if not run_id:
         return
+    try:
+        _mark_crashed(client, run_id)
+    except Exception as exc:
+        log.warning("Could not mark the dead holder's run %s Crashed: %s", run_id, exc)
+
+
+def _mark_crashed(client: Any, run_id: str) -> None:
     with suppress(ObjectNotFound, ValueError):
         run = client.read_flow_run(UUID(run_id))
         if run.state is not None and not run.state.is_final() and not run.state.is_paused():
@@ -240,15 +254,14 @@ class LaunchLock:
 
     def check(self) -> None:
         """Raise ``LockLost`` unless Prefect confirms, now, that this run holds the lock: its
-        lease renews and the record names it. Call before a write that must not overlap
-        another run's (slow answers only make this slower; they never fail it)."""
+        lease renews. That is the proof: a takeover always releases the lease of the holder it
+        replaces (the record is not: a beat of the previous holder that Prefect answered late
+        can still name its freed lease). Call before a write that must not overlap another
+        run's (slow answers only make this slower; they never fail it)."""
         if not self.lost:
             try:
                 with get_client(sync_client=True) as client:
                     self._renew(client)
-                record = Variable.get(holder_variable(self.slug), default=None)
-                if isinstance(record, dict) and record.get("lease") not in (str(self.lease), None):
-                    self.lost = "another run took the launch lock over"
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code not in (404, 410):
                     raise
@@ -275,8 +288,8 @@ class LaunchLock:
             except PrefectBusy as exc:  # expected now and then; a lease lasts 60 s
                 log.debug("Could not renew the launch lock: %s", exc)
             except Exception as exc:
-                if self.lost:
-                    return
+                if self.lost or self._stop.is_set():
+                    return  # lost, or released meanwhile (its client may be closed)
                 log.warning("Could not renew the launch lock: %s", exc)
 
     def start(self) -> None:
@@ -326,7 +339,8 @@ def launch_lock(slug: str, timeout: float = LOCK_WAIT_SECONDS) -> Iterator[Launc
             except Exception as exc:  # the lease expires by itself; a waiter takes over
                 log.warning("Could not release the launch lock of %s: %s", slug, exc)
             else:
-                _clear_record(fast, variable)
+                if not lock.lost:  # a lost lock's record names the run that took it over
+                    _clear_record(fast, variable)
 
 
 def _clear_record(fast: Any, variable: str) -> None:
