@@ -799,11 +799,14 @@ class EventSender:
     """Posts pending outbox rows to Prefect in order; on failure keeps them and backs off."""
 
     def __init__(
-        self, outbox: Outbox, config: WebhookConfig, busy: Callable[[], bool] = lambda: False
+        self,
+        outbox: Outbox,
+        config: WebhookConfig,
+        busy: Callable[[float], bool] = lambda since: False,
     ) -> None:
         self.outbox = outbox
         self.config = config
-        self.busy = busy  # True while deliveries are arriving
+        self.busy = busy  # busy(t): deliveries are still arriving since t
         self.api_url = config.prefect_api_url.rstrip("/")
         self.wake = asyncio.Event()
         self.failures = 0
@@ -847,9 +850,9 @@ class EventSender:
         takes a list), in order; False at the first one Prefect could not take. A batch
         Prefect refuses as malformed is sent again row by row, so only the bad row is set
         aside."""
-        hold_until = asyncio.get_running_loop().time() + BURST_HOLD_SECONDS
+        started = asyncio.get_running_loop().time()
         while True:
-            await self._lull(hold_until)
+            await self._lull(started)
             rows = await asyncio.to_thread(self.outbox.pending, SEND_BATCH)
             if not rows:
                 return True
@@ -861,10 +864,11 @@ class EventSender:
                     if not await self._send(row):
                         return False
 
-    async def _lull(self, hold_until: float) -> None:
-        """Wait while deliveries are arriving, until ``hold_until`` at the latest."""
+    async def _lull(self, started: float) -> None:
+        """Wait while deliveries keep arriving after this round ``started`` (a lone delivery,
+        the one that woke the sender, waits for nothing), BURST_HOLD_SECONDS at the most."""
         loop = asyncio.get_running_loop()
-        while self.busy() and loop.time() < hold_until:
+        while self.busy(started) and loop.time() < started + BURST_HOLD_SECONDS:
             await asyncio.sleep(LULL_POLL_SECONDS)
 
     async def _send_batch(self, rows: list[OutboxRow]) -> bool | None:
@@ -962,8 +966,9 @@ def create_app(config: WebhookConfig) -> Starlette:
     outbox = Outbox(config.db_path)
     last_arrival = -QUIET_SECONDS  # on the event loop's clock
 
-    def busy() -> bool:
-        return asyncio.get_running_loop().time() - last_arrival < QUIET_SECONDS
+    def busy(since: float) -> bool:
+        """A delivery arrived after ``since``, less than QUIET_SECONDS ago."""
+        return since < last_arrival > asyncio.get_running_loop().time() - QUIET_SECONDS
 
     sender = EventSender(outbox, config, busy=busy)
     writer = GroupCommit(outbox)
