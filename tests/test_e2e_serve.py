@@ -415,6 +415,7 @@ def test_l1_from_the_deployment_suspends_for_approval_then_sends(
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.flow_runs import resume_flow_run
+    from prefect.input.actions import read_flow_run_input
 
     from .test_launch_everything import retarget
 
@@ -427,6 +428,10 @@ def test_l1_from_the_deployment_suspends_for_approval_then_sends(
 
     suspended = wait_for(lambda: (s := state()) and s.is_paused() and s, 90, "the suspension")
     assert suspended.name == "Suspended"
+    # Prefect saves the approval form's schema just after the Suspended state: resuming in
+    # between fails ("Run input schema not found").
+    schema = suspended.state_details.run_input_keyset["schema"]
+    wait_for(lambda: read_flow_run_input(schema, flow_run_id=flow_run.id), 30, "the form")
     messages = sandbox_server.http.get("/slack/messages").json()
     assert not [m for m in messages if "Code Review Agent" in m["payload"]["text"]]
     resume_flow_run(flow_run.id, run_input={"approve": True, "comment": "ship it"})

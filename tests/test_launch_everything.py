@@ -199,6 +199,15 @@ def paused_launch(
             paused = runs[0] if runs else None
             time.sleep(0.3)
     assert paused is not None, "the launch never paused for approval"
+    # Prefect sets the Paused state first, then saves the form's schema, then its description
+    # (the preview): a resume in between fails ("Run input schema not found"), as it did once
+    # in CI under load.
+    from prefect.input.actions import read_flow_run_input
+
+    keyset = paused.state.state_details.run_input_keyset
+    while read_flow_run_input(keyset["description"], flow_run_id=paused.id) is None:
+        assert time.monotonic() < deadline + 30, "the approval form was never saved"
+        time.sleep(0.1)
     return worker, paused
 
 
