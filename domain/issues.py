@@ -127,6 +127,11 @@ class IssueTracker(Protocol):
         """The issues linked as blocking ``iid`` (GitLab's ``is_blocked_by`` links)."""
         ...
 
+    def open_blockers(self, project: str, iids: list[int]) -> dict[int, set[int]]:
+        """For each of ``iids``, the *open* issues of ``project`` linked as blocking it, read
+        for all of them at once; empty where this GitLab has no blocking links (Free)."""
+        ...
+
     def block_issue(self, project: str, blocker_iid: int, blocked_iid: int) -> bool:
         """Link ``blocker_iid`` as blocking ``blocked_iid`` (idempotent). False, and no link,
         when this GitLab has no blocking links (Free) or the two are linked otherwise."""

@@ -114,8 +114,9 @@ def run_launch(
     plan = plan_step(request, playbook, settings, artifacts)
     pending: PendingMessage | None = None
     with connect(settings) as systems, writer(request.slug, dry_run) as guard:
-        # Check: the project and every person named exist, before anything is written.
-        user_ids = check_gitlab(systems.tracker, plan)
+        # Check: the project and every person named exist, before anything is written; the
+        # launch's issues and the project's labels are read with them.
+        seen = check_gitlab(systems.tracker, plan)
         guard()
         # Calendar changes and page reads run in worker threads while issues are reconciled.
         calendar = reconcile_calendar(
@@ -124,7 +125,7 @@ def run_launch(
         pages = check_pages.submit(systems.pages, plan, settings)
         # Sales starts once the tracking issue is written, while the issues' links are made.
         with SalesStart(systems, settings, plan, dry_run, guard) as start:
-            results = reconcile_issues(systems.tracker, plan, user_ids, dry_run, start.begin)
+            results = reconcile_issues(systems.tracker, plan, seen, dry_run, start.begin)
             results += calendar.results()
             results += settle(pages, f"{request.slug}/pages", "page", "Page checks")
             sales = start.result(results)

@@ -39,6 +39,25 @@ CONNECT_TIMEOUT = 5.0  # seconds to open a connection; the read timeout is a set
 # The Prefect global concurrency limit all workers share (TMINUS_GITLAB_GLOBAL_LIMIT).
 GLOBAL_LIMIT_NAME = "tminus-gitlab-api"
 PAGE_SIZE = 100  # issues per page of a list (GitLab's largest)
+# The open issues blocking each of a page of issues, in one GraphQL request. GitLab lists only
+# open blockers (``blocked_by_issues_for``); a small page keeps the query's complexity low.
+BLOCKERS_PER_QUERY = 20
+BLOCKERS_QUERY = """
+query tminusBlockers($path: ID!, $iids: [String!], $first: Int, $after: String) {
+  project(fullPath: $path) {
+    issues(iids: $iids, first: $first, after: $after) {
+      nodes {
+        iid
+        blockedByIssues(first: 100) {
+          nodes { iid projectId }
+          pageInfo { hasNextPage }
+        }
+      }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}
+"""
 T = TypeVar("T")
 C = TypeVar("C", bound="GitLabCalls")
 
@@ -453,6 +472,47 @@ class GitLabTracker(GitLabCalls):
             if int(link.project_id) == pid and getattr(link, "link_type", "") == "is_blocked_by"
         }
 
+    def open_blockers(self, project: str, iids: list[int]) -> dict[int, set[int]]:
+        # GitLab's REST API reads links one issue at a time; its GraphQL API reads them for a
+        # page of issues in one request. The request goes through python-gitlab's session,
+        # under the same retry policy and concurrency bounds as every other call.
+        found: dict[int, set[int]] = {iid: set() for iid in iids}
+        pid = self._project_id(project)
+        url = f"{str(self._gl.url).rstrip('/')}/api/graphql"
+        resource = f"blocking links of {project}"
+        for start in range(0, len(iids), BLOCKERS_PER_QUERY):
+            chunk = [str(i) for i in iids[start : start + BLOCKERS_PER_QUERY]]
+            variables = {"path": project, "iids": chunk, "first": BLOCKERS_PER_QUERY}
+            while True:
+                body = {"query": BLOCKERS_QUERY, "variables": variables}
+                answer = self._call(
+                    resource, functools.partial(self._gl.http_post, url, post_data=body)
+                )
+                data = _graphql_data(answer, resource)
+                if data is None:  # no blockedByIssues: this GitLab has no blocking links
+                    return found
+                if data.get("project") is None:
+                    raise PermanentError(
+                        SYSTEM,
+                        "project not found: check the project path",
+                        status=404,
+                        resource=project,
+                    )
+                issues = data["project"]["issues"]
+                for node in issues["nodes"]:
+                    iid = int(node["iid"])
+                    blockers = node["blockedByIssues"]
+                    if blockers["pageInfo"]["hasNextPage"]:  # more than a page: read them all
+                        found[iid] = self.blocker_iids(project, iid)
+                        continue
+                    found[iid] = {
+                        int(b["iid"]) for b in blockers["nodes"] if int(b["projectId"]) == pid
+                    }
+                if not issues["pageInfo"]["hasNextPage"]:
+                    break
+                variables = {**variables, "after": issues["pageInfo"]["endCursor"]}
+        return found
+
     def block_issue(self, project: str, blocker_iid: int, blocked_iid: int) -> bool:
         issue = self._project(project).issues.get(blocker_iid, lazy=True)
         pid = self._project_id(project)
@@ -548,3 +608,20 @@ def build_calls(settings: Settings, kind: type[C]) -> C:
 
 def build_tracker(settings: Settings) -> GitLabTracker:
     return build_calls(settings, GitLabTracker)
+
+
+def _graphql_data(answer: Any, resource: str) -> dict[str, Any] | None:
+    """The ``data`` of a GraphQL answer (GitLab answers 200 with ``errors`` for a bad query);
+    None when the errors say this GitLab has no ``blockedByIssues`` (the Free tier)."""
+    if not isinstance(answer, dict):
+        raise TransientError(SYSTEM, "GraphQL answered without a JSON object", resource=resource)
+    errors = answer.get("errors") or []
+    if errors:
+        messages = [str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors]
+        if all("blockedByIssues" in m for m in messages):
+            return None
+        raise PermanentError(SYSTEM, "; ".join(messages), resource=resource)
+    data = answer.get("data")
+    if not isinstance(data, dict):
+        raise TransientError(SYSTEM, "GraphQL answered without data", resource=resource)
+    return data

@@ -117,6 +117,20 @@ class MemoryTracker:
             self._issue(project, iid)
             return {a for a, b in self._project(project).blocks if b == iid}
 
+    def open_blockers(self, project: str, iids: list[int]) -> dict[int, set[int]]:
+        if not self.blocking_links:
+            return {iid: set() for iid in iids}
+        with self._lock:
+            proj = self._project(project)
+            return {
+                iid: {
+                    a
+                    for a, b in proj.blocks
+                    if b == iid and a in proj.issues and proj.issues[a].state == "opened"
+                }
+                for iid in iids
+            }
+
     def find_note(
         self, project: str, iid: int, text: str, after: int | None = None
     ) -> tuple[int, str] | None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import cast
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -52,30 +53,53 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger("tminus")
 
 
-@task(name="check-gitlab", cache_policy=NO_CACHE)
-def check_gitlab(tracker: IssueTracker, plan: Plan) -> dict[str, int]:
-    """Read-only pre-flight: the project exists and every person named is a GitLab user.
+@dataclass(frozen=True)
+class GitLabView:
+    """What the launch's check read from GitLab, before anything is written."""
 
-    Returns username -> user id. Fails before anything is written.
-    """
+    user_ids: dict[str, int]  # every person named: username as written -> GitLab user id
+    issues: dict[str, IssueState]  # the launch's issues, by key
+    labels: set[str] | TminusError  # the project's labels (unreadable is not fatal)
+
+
+@task(name="check-gitlab", cache_policy=NO_CACHE)
+def check_gitlab(tracker: IssueTracker, plan: Plan) -> GitLabView:
+    """Read-only pre-flight and observation: the project exists, the launch's issues and the
+    project's labels as GitLab has them, and every person named is a GitLab user. Fails
+    before anything is written.
+
+    The project, the issues and the labels are read at once. A person already assigned one
+    of the launch's issues is known from it (GitLab's answer names assignees with their ids),
+    so only the others are looked up, one call each: a re-run looks up nobody the launch
+    assigns."""
     request = plan.request
     people = {"owner": request.owner, **{f"team.{r}": u for r, u in request.team.items()}}
-    names = list(dict.fromkeys(people.values()))
 
-    def look_up(name: str | None) -> int | None:
-        if name is None:
-            tracker.check_project(request.project)
-            return None
-        return tracker.user_id(name)
+    def read(what: str) -> object:
+        if what == "project":
+            return tracker.check_project(request.project)
+        if what == "issues":
+            return observe_launch_issues.fn(tracker, plan)
+        try:
+            return observe_labels.fn(tracker, request.project)
+        except TminusError as exc:  # GitLab also creates the labels an issue names
+            return exc
 
-    # The project and every person at once (the adapter bounds the calls in flight); an
-    # unusable project is the error raised, as it comes first.
-    found = each(look_up, [None, *names])
-    uids = dict(zip(names, found[1:], strict=True))
+    # An unusable project is the error raised, as it comes first.
+    _, found, listed = each(read, ["project", "issues", "labels"])
+    issues = cast(dict[str, IssueState], found)
+    labels = cast(set[str] | TminusError, listed)
+    known = {
+        name.lower(): uid
+        for state in issues.values()
+        for name, uid in zip(state.assignees, state.assignee_ids, strict=False)
+    }
+    unknown = [n for n in dict.fromkeys(people.values()) if n.lower() not in known]
+    looked_up = dict(zip(unknown, each(tracker.user_id, unknown), strict=True))
     ids: dict[str, int] = {}
     missing = []
     for field, username in people.items():
-        uid = uids[username]
+        uid = known.get(username.lower(), looked_up.get(username))
         if uid is None:
             missing.append(f"{field}: GitLab has no user {username!r}")
         else:
@@ -87,7 +111,7 @@ def check_gitlab(tracker: IssueTracker, plan: Plan) -> dict[str, int]:
             status=404,
             resource="users",
         )
-    return ids
+    return GitLabView(ids, issues, labels)
 
 
 @task(name="observe-launch-issues", cache_policy=NO_CACHE)
@@ -124,9 +148,9 @@ def observe_links(tracker: IssueTracker, project: str, iid: int) -> set[int]:
 
 
 @task(name="observe-blockers", cache_policy=NO_CACHE)
-def observe_blockers(tracker: IssueTracker, project: str, iid: int) -> set[int]:
-    """The issues linked as blocking ``iid`` (read only)."""
-    return tracker.blocker_iids(project, iid)
+def observe_blockers(tracker: IssueTracker, project: str, iids: list[int]) -> dict[int, set[int]]:
+    """The open issues linked as blocking each of ``iids``, read at once (read only)."""
+    return tracker.open_blockers(project, iids)
 
 
 @task(name="apply-issue-change", task_run_name="{change.key}", cache_policy=NO_CACHE)
@@ -172,7 +196,7 @@ def _failed_row(key: str, kind: str, title: str, exc: TminusError) -> ActionResu
 def reconcile_issues(
     tracker: IssueTracker,
     plan: Plan,
-    user_ids: dict[str, int],
+    seen: GitLabView,
     dry_run: bool = False,
     on_tracking: Callable[[ActionResult], None] | None = None,
 ) -> list[ActionResult]:
@@ -185,12 +209,10 @@ def reconcile_issues(
     issue can start meanwhile)."""
     project = plan.request.project
     slug = plan.request.slug
-    # The two observations are independent: they run at once.
-    observed_labels = observe_labels.submit(tracker, project)
-    existing = observe_launch_issues(tracker, plan)
+    existing = seen.issues
 
     def change(spec: IssueSpec, refs: dict[str, int], late: str = "") -> IssueChange:
-        assignee = user_ids.get(spec.assignee) if spec.assignee else None
+        assignee = seen.user_ids.get(spec.assignee) if spec.assignee else None
         return issue_change(
             spec, existing.get(spec.key), refs=refs, assignee_id=assignee, late_work=late
         )
@@ -198,7 +220,9 @@ def reconcile_issues(
     rows: list[ActionResult] = []
     refs: dict[str, int] = {}
     try:
-        labels = label_change(plan, observed_labels.result())
+        if isinstance(seen.labels, TminusError):
+            raise seen.labels
+        labels = label_change(plan, seen.labels)
     except TminusError as exc:
         # Not fatal: GitLab also creates the labels an issue names (without our colors).
         rows.append(_failed_row(f"{slug}/labels", "labels", "Labels", exc))
@@ -291,34 +315,34 @@ def _block_rows(
         after[spec.key] = state
     waiting = [spec for spec in waiting if spec.key in after]
 
-    def linked(spec: IssueSpec) -> set[int]:
+    def needs_read(spec: IssueSpec) -> bool:
         state = after[spec.key]
         if spec.key not in existing or BLOCKED_LABEL in state.labels or state.state != "opened":
-            return set()  # nothing to read: new, labelled, or closed
-        if not any(after.get(d, state).state == "opened" for d in spec.depends_on):
-            return set()
-        return observe_blockers.fn(tracker, plan.request.project, state.iid)
+            return False  # nothing to read: new, labelled, or closed
+        return any(after.get(d, state).state == "opened" for d in spec.depends_on)
+
+    # One read for all of them (GitLab's GraphQL API); GitLab lists only open blockers, and
+    # only open dependencies are linked.
+    to_read = [after[spec.key].iid for spec in waiting if needs_read(spec)]
+    found: dict[int, set[int]] | TminusError = {}
+    if to_read:
+        try:
+            found = observe_blockers(tracker, plan.request.project, to_read)
+        except TminusError as exc:
+            found = exc
 
     out: list[ActionResult] = []
     changes: list[IssueChange] = []
-    for spec, found in zip(waiting, each(_catching(linked), waiting), strict=True):
-        if isinstance(found, TminusError):
-            row = BlockIssue(spec.key, spec.title, after[spec.key].iid, None, (), ()).planned()
+    for spec in waiting:
+        state = after[spec.key]
+        if isinstance(found, TminusError) and state.iid in to_read:
+            row = BlockIssue(spec.key, spec.title, state.iid, None, (), ()).planned()
             out.append(replace(row, outcome=Outcome.failed, detail=str(found)))
         else:
-            changes.append(block_change(spec, after[spec.key], after, found))
+            linked = found.get(state.iid, set()) if isinstance(found, dict) else set()
+            changes.append(block_change(spec, state, after, linked))
     applied = apply_changes(apply_issue_change, changes, dry_run, tracker, plan.request.project)
     return out + applied.results()
-
-
-def _catching(fn: Callable[[IssueSpec], set[int]]) -> Callable[[IssueSpec], set[int] | TminusError]:
-    def call(spec: IssueSpec) -> set[int] | TminusError:
-        try:
-            return fn(spec)
-        except TminusError as exc:
-            return exc
-
-    return call
 
 
 CANCEL_NOTE_MARKER = markers.CANCELLED

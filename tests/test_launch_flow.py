@@ -108,6 +108,43 @@ def test_first_run_creates_everything_second_run_writes_nothing(
     assert sandbox.writes() == []  # GitLab, Calendar and Slack
     assert tally(second) == {"unchanged": 26}
     assert snapshot(sandbox) == state
+    # People the launch assigns are known from their issues: only the others are looked up.
+    assigned = {name for issue in state.values() for name in issue["assignees"]}
+    named = {l1.owner, *l1.team.values()}
+    lookups = [r["query"] for r in sandbox.requests() if r["path"] == "/api/v4/users"]
+    assert sorted(lookups) == sorted(f"username={n}" for n in named - assigned) == []
+
+
+def test_removed_blocking_links_are_made_again_after_one_read(
+    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest
+) -> None:
+    run(l1)
+    state = snapshot(sandbox)
+    store = sandbox.sandbox.gitlab
+
+    def blocking() -> int:
+        with store.tx() as db:
+            return int(
+                db.execute("SELECT COUNT(*) FROM links WHERE link_type = 'blocks'").fetchone()[0]
+            )
+
+    links = blocking()
+    assert links == 6  # three issues wait for two gates each
+    with store.tx() as db:  # someone removes them in GitLab's UI
+        db.execute("DELETE FROM links WHERE link_type = 'blocks'")
+    sandbox.clear_log()
+    result = run(l1)
+    requests = sandbox.requests()
+    writes = [(w["method"], w["path"].endswith("/links")) for w in sandbox.writes()]
+    assert blocking() == links
+    assert snapshot(sandbox) == state
+    assert "failed" not in tally(result)
+    # The waiting issues' blockers in one GraphQL query; the tracking issue's links by REST.
+    assert len([r for r in requests if r["path"] == "/api/graphql"]) == 1
+    link_reads = [r for r in requests if r["method"] == "GET" and r["path"].endswith("/links")]
+    assert len(link_reads) == 1
+    # The links, and nothing else, are written.
+    assert writes == [("POST", True)] * links
 
 
 def test_labels_get_tminus_colors_not_the_ones_issue_creates_give(

@@ -1,4 +1,5 @@
-"""A local stand-in for the subset of GitLab's REST API v4 that tminus uses.
+"""A local stand-in for the subset of GitLab's REST API v4 that tminus uses (and, in
+``gitlab_graphql``, of its GraphQL API).
 
 Projects (by id or URL-encoded path), users, labels, issues (search/in, labels, state, iids
 filters; delete; offset pagination with Link and X-* headers), notes and issue links. State lives in
@@ -680,6 +681,12 @@ class GitLabApi:
             status_code=201,
         )
 
+    async def graphql(self, request: Request) -> Response:
+        """GitLab's GraphQL endpoint, the part tminus reads (``gitlab_graphql``)."""
+        from tminus_sandbox.gitlab_graphql import execute  # it builds on this module
+
+        return JSONResponse(execute(self.store, await self._body(request)))
+
 
 def _guard(api: GitLabApi, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
@@ -699,9 +706,11 @@ def _guard(api: GitLabApi, handler: Callable[[Request], Any]) -> Callable[[Reque
 
 
 def gitlab_routes(api: GitLabApi) -> list[Route]:
-    """Routes under /api/v4. ``{project}`` arrives still URL-encoded (see RawPathMiddleware)."""
+    """Routes under /api/v4, and /api/graphql. ``{project}`` arrives still URL-encoded (see
+    RawPathMiddleware)."""
     p = "/api/v4/projects/{project}"
     table: list[tuple[str, Callable[[Request], Any], list[str]]] = [
+        ("/api/graphql", api.graphql, ["POST"]),
         ("/api/v4/user", api.current_user, ["GET"]),
         ("/api/v4/users", api.users, ["GET"]),
         (p, api.get_project, ["GET"]),

@@ -22,6 +22,7 @@ from tminus.domain.playbook import Playbook
 from tminus.domain.request import LaunchRequest
 from tminus.domain.results import Outcome
 from tminus.errors import PermanentError
+from tminus.integrations import gitlab as gitlab_adapter
 from tminus.integrations.gitlab import build_tracker
 from tminus.integrations.gitlab_memory import MemoryTracker
 from tminus.settings import load_settings
@@ -116,6 +117,32 @@ def test_blocking_links_are_typed_and_idempotent(tracker: IssueTracker) -> None:
     assert tracker.blocker_iids(PROJECT, social) == {review}
 
 
+def test_open_blockers_of_many_issues_are_read_at_once(
+    tracker: IssueTracker, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gitlab_adapter, "BLOCKERS_PER_QUERY", 2)  # pages of 2 issues
+    a, b, c, d, e = (
+        tracker.create_issue(PROJECT, write(f"demo/activity/{n}"), ()).iid for n in "abcde"
+    )
+    other = tracker.create_issue(PROJECT, write("demo/activity/f"), ()).iid
+    for blocker, blocked in [(a, c), (b, c), (a, d), (other, e)]:
+        assert tracker.block_issue(PROJECT, blocker, blocked) is True
+    tracker.link_issues(PROJECT, b, d)  # related, not blocking
+    tracker.update_issue(PROJECT, other, IssueWrite(state_event="close"))
+    if not isinstance(tracker, MemoryTracker):
+        request.getfixturevalue("sandbox").clear_log()
+    found = tracker.open_blockers(PROJECT, [c, d, e, a, b])
+    # GitLab lists only open blockers: the closed one no longer blocks e.
+    assert found == {c: {a, b}, d: {a}, e: set(), a: set(), b: set()}
+    if not isinstance(tracker, MemoryTracker):
+        sandbox: SandboxClient = request.getfixturevalue("sandbox")
+        asked = [r for r in sandbox.requests() if r["path"] == "/api/graphql"]
+        assert len(asked) == 3  # 5 issues, 2 a request
+        assert [r for r in sandbox.requests() if r["path"] != "/api/graphql"] == []
+    assert tracker.blocker_iids(PROJECT, e) == {other}  # the link itself is still there
+    assert tracker.open_blockers(PROJECT, []) == {}
+
+
 def _free(tracker: IssueTracker, request: pytest.FixtureRequest) -> None:
     if isinstance(tracker, MemoryTracker):
         tracker.blocking_links = False
@@ -132,6 +159,7 @@ def test_gitlab_free_makes_no_blocking_link(
     )
     assert tracker.block_issue(PROJECT, review, social) is False
     assert tracker.blocker_iids(PROJECT, social) == set()
+    assert tracker.open_blockers(PROJECT, [review, social]) == {review: set(), social: set()}
     assert tracker.linked_iids(PROJECT, social) == set()
     tracker.link_issues(PROJECT, review, social)  # related links still work
     assert tracker.linked_iids(PROJECT, social) == {review}
