@@ -178,8 +178,12 @@ class Shape:
         m["GitLab", "labels", "GET"] = 1
         if not first:  # issues this run just created have no links to read
             m["GitLab", "links", "GET"] = 1  # the tracking issue's
-            if self.waiting:  # the open blockers of every waiting issue, 20 per query
-                m["GitLab", "blocking links (GraphQL)", "QUERY"] = math.ceil(self.waiting / 20)
+            if self.waiting:  # the open blockers of every waiting issue, a page per query
+                from tminus.integrations.gitlab import BLOCKERS_PER_QUERY as per_query
+
+                m["GitLab", "blocking links (GraphQL)", "QUERY"] = math.ceil(
+                    self.waiting / per_query
+                )
         m["Calendar", "events", "GET"] = 1
         m["pages", "pages", "GET"] = self.pages
         if self.sales:

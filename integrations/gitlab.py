@@ -42,6 +42,12 @@ PAGE_SIZE = 100  # issues per page of a list (GitLab's largest)
 # The open issues blocking each of a page of issues, in one GraphQL request. GitLab lists only
 # open blockers (``blocked_by_issues_for``); a small page keeps the query's complexity low.
 BLOCKERS_PER_QUERY = 20
+# How a GitLab without the field refuses the query (GitLab CE; graphql-core, the stand-in's).
+# GitLab Free on EE has the field and answers empty lists, as it has no blocking links.
+NO_BLOCKED_BY = (
+    "Field 'blockedByIssues' doesn't exist on type 'Issue'",
+    "Cannot query field 'blockedByIssues' on type 'Issue'.",
+)
 BLOCKERS_QUERY = """
 query tminusBlockers($path: ID!, $iids: [String!], $first: Int, $after: String) {
   project(fullPath: $path) {
@@ -257,12 +263,14 @@ class GitLabTracker(GitLabCalls):
         super().__init__(client, concurrency, retry, shared)
         self._users: dict[str, int | None] = {}
         self._project_ids: dict[str, int] = {}
+        self._project_paths: dict[str, str] = {}  # as named -> GitLab's current full path
         self._lock = threading.Lock()
 
     def check_project(self, project: str) -> str:
         proj = self._call(f"project {project}", lambda: self._gl.projects.get(project))
         with self._lock:
             self._project_ids[project] = int(proj.id)
+            self._project_paths[project] = str(proj.path_with_namespace)
         return str(proj.web_url)
 
     def _project_id(self, project: str) -> int:
@@ -477,40 +485,50 @@ class GitLabTracker(GitLabCalls):
         # page of issues in one request. The request goes through python-gitlab's session,
         # under the same retry policy and concurrency bounds as every other call.
         found: dict[int, set[int]] = {iid: set() for iid in iids}
+        if not iids:
+            return found
         pid = self._project_id(project)
+        with self._lock:  # GraphQL names a project by its path only: not by id, no redirect
+            path = self._project_paths[project]
         url = f"{str(self._gl.url).rstrip('/')}/api/graphql"
         resource = f"blocking links of {project}"
         for start in range(0, len(iids), BLOCKERS_PER_QUERY):
-            chunk = [str(i) for i in iids[start : start + BLOCKERS_PER_QUERY]]
-            variables = {"path": project, "iids": chunk, "first": BLOCKERS_PER_QUERY}
-            while True:
-                body = {"query": BLOCKERS_QUERY, "variables": variables}
-                answer = self._call(
-                    resource, functools.partial(self._gl.http_post, url, post_data=body)
-                )
-                data = _graphql_data(answer, resource)
-                if data is None:  # no blockedByIssues: this GitLab has no blocking links
-                    return found
-                if data.get("project") is None:
+            chunk = iids[start : start + BLOCKERS_PER_QUERY]
+            variables = {"path": path, "iids": [str(i) for i in chunk], "first": len(chunk)}
+            body = {"query": BLOCKERS_QUERY, "variables": variables}
+            answer = self._call(
+                resource, functools.partial(self._gl.http_post, url, post_data=body)
+            )
+            data = _graphql_data(answer, resource)
+            if data is None:  # no blockedByIssues (GitLab CE): no blocking links at all
+                return found
+            try:
+                if data["project"] is None:
                     raise PermanentError(
                         SYSTEM,
                         "project not found: check the project path",
                         status=404,
                         resource=project,
                     )
-                issues = data["project"]["issues"]
-                for node in issues["nodes"]:
+                answered: set[int] = set()
+                for node in data["project"]["issues"]["nodes"]:
                     iid = int(node["iid"])
                     blockers = node["blockedByIssues"]
-                    if blockers["pageInfo"]["hasNextPage"]:  # more than a page: read them all
-                        found[iid] = self.blocker_iids(project, iid)
-                        continue
+                    if blockers is None or blockers["pageInfo"]["hasNextPage"]:
+                        continue  # more than a page of blockers: read below, by REST
                     found[iid] = {
                         int(b["iid"]) for b in blockers["nodes"] if int(b["projectId"]) == pid
                     }
-                if not issues["pageInfo"]["hasNextPage"]:
-                    break
-                variables = {**variables, "after": issues["pageInfo"]["endCursor"]}
+                    answered.add(iid)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise TransientError(
+                    SYSTEM, f"unexpected GraphQL answer ({exc!r})", resource=resource
+                ) from None
+            # One issue GitLab did not answer for (a smaller page than asked, a long list of
+            # blockers) is read the REST way, all its links.
+            for iid in chunk:
+                if iid not in answered:
+                    found[iid] = self.blocker_iids(project, iid)
         return found
 
     def block_issue(self, project: str, blocker_iid: int, blocked_iid: int) -> bool:
@@ -612,13 +630,13 @@ def build_tracker(settings: Settings) -> GitLabTracker:
 
 def _graphql_data(answer: Any, resource: str) -> dict[str, Any] | None:
     """The ``data`` of a GraphQL answer (GitLab answers 200 with ``errors`` for a bad query);
-    None when the errors say this GitLab has no ``blockedByIssues`` (the Free tier)."""
+    None when the query was refused only because this GitLab has no ``blockedByIssues``."""
     if not isinstance(answer, dict):
         raise TransientError(SYSTEM, "GraphQL answered without a JSON object", resource=resource)
     errors = answer.get("errors") or []
     if errors:
         messages = [str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors]
-        if all("blockedByIssues" in m for m in messages):
+        if answer.get("data") is None and all(m in NO_BLOCKED_BY for m in messages):
             return None
         raise PermanentError(SYSTEM, "; ".join(messages), resource=resource)
     data = answer.get("data")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -83,11 +84,12 @@ def each(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``fn(item)`` for every item at once, inside one task run: for calls whose items need no
     task run of their own (the people of a pre-flight check, the links of one change). The
     adapter bounds the calls in flight. Answers in item order; every call runs to its end,
-    then the first error (in item order) is raised."""
+    then the first error (in item order) is raised. Each call runs in a copy of the caller's
+    context, so what it logs goes to the caller's run."""
     if len(items) <= 1:
         return [fn(item) for item in items]
     with ThreadPoolExecutor(min(len(items), MAX_THREADS), thread_name_prefix="each") as pool:
-        futures = [pool.submit(fn, item) for item in items]
+        futures = [pool.submit(copy_context().run, fn, item) for item in items]
     first = next((e for f in futures if (e := f.exception()) is not None), None)
     if first is not None:
         raise first

@@ -9,7 +9,7 @@ GitLab by its key, so an issue someone deleted or edited is noticed on the next 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import cast
 
@@ -148,9 +148,14 @@ def observe_links(tracker: IssueTracker, project: str, iid: int) -> set[int]:
 
 
 @task(name="observe-blockers", cache_policy=NO_CACHE)
-def observe_blockers(tracker: IssueTracker, project: str, iids: list[int]) -> dict[int, set[int]]:
-    """The open issues linked as blocking each of ``iids``, read at once (read only)."""
-    return tracker.open_blockers(project, iids)
+def observe_blockers(
+    tracker: IssueTracker, project: str, iids: list[int], all_links: Sequence[int] = ()
+) -> dict[int, set[int]]:
+    """The issues linked as blocking each of ``iids`` (read only): the open ones, read at once;
+    for those also in ``all_links`` every blocking link, read one issue at a time."""
+    found = tracker.open_blockers(project, [i for i in iids if i not in all_links])
+    every = each(lambda iid: tracker.blocker_iids(project, iid), all_links)
+    return found | dict(zip(all_links, every, strict=True))
 
 
 @task(name="apply-issue-change", task_run_name="{change.key}", cache_policy=NO_CACHE)
@@ -321,13 +326,25 @@ def _block_rows(
             return False  # nothing to read: new, labelled, or closed
         return any(after.get(d, state).state == "opened" for d in spec.depends_on)
 
-    # One read for all of them (GitLab's GraphQL API); GitLab lists only open blockers, and
-    # only open dependencies are linked.
-    to_read = [after[spec.key].iid for spec in waiting if needs_read(spec)]
+    def reopens(spec: IssueSpec) -> bool:
+        """A dependency of ``spec`` is closed in GitLab and this run reopens it (a dry run
+        only says it would)."""
+        return any(
+            d in existing and existing[d].state != "opened" and after[d].state == "opened"
+            for d in spec.depends_on
+            if d in after
+        )
+
+    # One read for all of them (GitLab's GraphQL API), which lists only open blockers: only
+    # open dependencies are linked. Where this run reopens a dependency, its link is read the
+    # REST way, as GitLab may not show it open yet (rare: a tier raised again).
+    reading = [spec for spec in waiting if needs_read(spec)]
+    to_read = [after[spec.key].iid for spec in reading]
     found: dict[int, set[int]] | TminusError = {}
     if to_read:
+        all_links = [after[spec.key].iid for spec in reading if reopens(spec)]
         try:
-            found = observe_blockers(tracker, plan.request.project, to_read)
+            found = observe_blockers(tracker, plan.request.project, to_read, all_links)
         except TminusError as exc:
             found = exc
 

@@ -147,6 +147,20 @@ def test_removed_blocking_links_are_made_again_after_one_read(
     assert writes == [("POST", True)] * links
 
 
+def test_an_unreadable_blocker_list_fails_only_the_blocked_by_rows(
+    sandbox: SandboxClient, settings: Settings, l1: LaunchRequest
+) -> None:
+    run(l1)
+    sandbox.faults(error_rate=1.0, error_status=403, prefix="/api/graphql")
+    with pytest.raises(LaunchIncomplete) as err:
+        run(l1)
+    sandbox.faults()
+    failed = err.value.report.failed
+    assert sorted(r.kind for r in failed) == ["blocked-by"] * 3, str(err.value)
+    assert all("GitLab blocking links of marketing/launches (403)" in r.detail for r in failed)
+    assert "unchanged" in tally(err.value.report)  # the rest was checked
+
+
 def test_labels_get_tminus_colors_not_the_ones_issue_creates_give(
     sandbox: SandboxClient, settings: Settings, l1: LaunchRequest
 ) -> None:
@@ -255,6 +269,11 @@ def test_tier_drop_closes_what_no_longer_applies_and_back_reopens(
     run(l3)  # dropping is done once
     assert sandbox.writes() == []
 
+    # A dry run says what bringing L1 back would do: reopen the dropped issues; their blocking
+    # links are still there (GitLab's GraphQL hides closed blockers: they are read by REST).
+    preview = run(l1, dry_run=True)
+    assert sandbox.writes() == []
+    assert tally(preview, {"blocked-by"}) == {"unchanged": 3}
     run(l1)
     state = snapshot(sandbox)
     assert all(v["state"] == "opened" for v in state.values())

@@ -2,8 +2,9 @@
 tminus reads, the issues blocking each of a project's issues, executed by graphql-core.
 
 As GitLab answers: every answer is 200 with ``data`` and/or ``errors``; an unknown project is
-``"project": null``; ``blockedByIssues`` lists the *open* issues blocking an issue, and exists
-only where blocking links do (paid tiers): on the Free tier asking for it is a query error.
+``"project": null`` (it finds projects by full path only); ``blockedByIssues`` lists the *open*
+issues blocking an issue. With blocking links switched off the field is absent, as on GitLab CE,
+where asking for it is a query error (GitLab EE without the licence answers empty lists).
 Connections page with ``first`` / ``after`` (opaque cursors, at most 100 per page).
 """
 

@@ -277,3 +277,15 @@ def test_iter_issues_of_an_unknown_project_is_refused(tracker: IssueTracker) -> 
     with pytest.raises(PermanentError) as info:
         next(tracker.iter_issues("999999", ["t"]))
     assert info.value.status == 404
+
+
+def test_open_blockers_of_a_project_named_by_id(sandbox: SandboxClient) -> None:
+    """A launch may name its project by id; GitLab's GraphQL finds projects by path only."""
+    tracker = build_tracker(load_settings(sandbox_env(sandbox.url)))
+    review, social = (
+        tracker.create_issue(PROJECT, write(f"demo/activity/{n}"), ()).iid for n in "ab"
+    )
+    assert tracker.block_issue(PROJECT, review, social) is True
+    by_id = str(sandbox.gitlab().projects.get(PROJECT).id)
+    fresh = build_tracker(load_settings(sandbox_env(sandbox.url)))
+    assert fresh.open_blockers(by_id, [social, review]) == {social: {review}, review: set()}
