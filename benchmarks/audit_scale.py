@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import exit_on_sigterm, free_port, machine  # noqa: E402
 from tests.conftest import sandbox_env as tests_sandbox_env  # noqa: E402
+from tminus.deployments.catalogue import AUDIT_ENV  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -392,6 +393,7 @@ def main() -> None:
             with prefect_test_harness(server_startup_timeout=60):
                 env = {
                     **{k: v for k, v in os.environ.items() if not k.startswith("TMINUS_")},
+                    **dict(AUDIT_ENV),  # the process environment of the audit's deployment
                     **sandbox_env(url),
                     "PREFECT_API_URL": str(PREFECT_API_URL.value()),
                     "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "sandbox")]),

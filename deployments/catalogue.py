@@ -57,6 +57,9 @@ class DeploymentSpec:
     tags: tuple[str, ...] = TAGS
     triggers: tuple[EventTrigger, ...] = ()
     schedules: tuple[CronSchedule, ...] = ()
+    # Environment of the flow run's process: prefect.yaml's job variables for process
+    # workers; `tminus serve` starts its runs with it (serve.serve_all).
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def flow_module(self) -> str:
@@ -102,6 +105,12 @@ PUSH_TRIGGER = EventTrigger(
 )
 
 
+# The audit runs thread pools batch after batch: with glibc's default malloc arenas (8 per
+# core) its peak memory grew with the launches audited; capped at 2 it stays about flat
+# (benchmarks/audit_scale.py). glibc reads this when the process starts.
+AUDIT_ENV = (("MALLOC_ARENA_MAX", "2"),)
+
+
 def catalogue(audit_cron: str, timezone: str) -> list[DeploymentSpec]:
     """Every tminus deployment; the audit runs on ``audit_cron`` in ``timezone``."""
     return [
@@ -140,6 +149,7 @@ def catalogue(audit_cron: str, timezone: str) -> list[DeploymentSpec]:
             entrypoint="flows/audit.py:audit",
             description="Checklist audit of every open launch.",
             schedules=(CronSchedule(audit_cron, timezone),),
+            env=AUDIT_ENV,
         ),
     ]
 
@@ -192,6 +202,8 @@ def _deployment_entry(spec: DeploymentSpec) -> dict[str, Any]:
         "tags": list(spec.tags),
         "work_pool": {"name": WORK_POOL},
     }
+    if spec.env:
+        entry["work_pool"]["job_variables"] = {"env": dict(spec.env)}
     if spec.triggers:
         entry["triggers"] = [_trigger_entry(t) for t in spec.triggers]
     if spec.schedules:

@@ -21,6 +21,7 @@ a run that starts when ``tminus serve`` is back.
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import Any
 
@@ -69,5 +70,10 @@ def serve_all(settings: Settings, limit: int | None = 8) -> None:
     from prefect import serve
     from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
 
+    # The runner starts each flow run's process with this process's environment (it does not
+    # apply job variables): the deployments' environments are set here, unless already set.
+    for spec in catalogue(settings.audit_cron, settings.timezone):
+        for name, value in spec.env:
+            os.environ.setdefault(name, value)
     with temporary_settings({PREFECT_RUNNER_POLL_FREQUENCY: POLL_SECONDS}):
         serve(*build_deployments(settings), limit=limit)

@@ -89,3 +89,28 @@ def test_cli_writes_and_checks_prefect_yaml(
     assert main(["deployments"]) == 0
     assert capsys.readouterr().out == prefect_yaml()
     assert main(["deployments", "--check", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_the_audit_runs_with_capped_malloc_arenas_under_workers_and_serve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers take the audit's process environment from prefect.yaml's job variables;
+    `tminus serve`'s runner starts runs with its own environment, so serve sets it there."""
+    project = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
+    audit = next(d for d in project["deployments"] if d["name"] == "audit")
+    assert audit["work_pool"]["job_variables"]["env"] == {"MALLOC_ARENA_MAX": "2"}
+
+    import prefect
+
+    from tminus.deployments import serve
+
+    seen: dict[str, str | None] = {}
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setattr(
+        prefect, "serve", lambda *a, **k: seen.update(env=serve.os.environ.get("MALLOC_ARENA_MAX"))
+    )
+    serve.serve_all(load_settings({}))
+    assert seen == {"env": "2"}
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")  # an operator's own setting is kept
+    serve.serve_all(load_settings({}))
+    assert seen == {"env": "8"}
