@@ -95,7 +95,7 @@ _ISSUE_SUB = re.compile(r"/issues/\d+/(links|notes)")
 def kind_of(path: str) -> tuple[str, str]:
     """(service, kind) of a stand-in request path."""
     if path == "/api/graphql":
-        return "GitLab", "blocking links (GraphQL)"
+        return "GitLab", "blockers"  # the open blockers of issues, by GraphQL
     if path.startswith("/api/v4/"):
         if path.startswith("/api/v4/users"):
             return "GitLab", "users"
@@ -181,9 +181,7 @@ class Shape:
             if self.waiting:  # the open blockers of every waiting issue, a page per query
                 from tminus.integrations.gitlab import BLOCKERS_PER_QUERY as per_query
 
-                m["GitLab", "blocking links (GraphQL)", "QUERY"] = math.ceil(
-                    self.waiting / per_query
-                )
+                m["GitLab", "blockers", "QUERY"] = math.ceil(self.waiting / per_query)
         m["Calendar", "events", "GET"] = 1
         m["pages", "pages", "GET"] = self.pages
         if self.sales:
