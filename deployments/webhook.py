@@ -799,14 +799,11 @@ class EventSender:
     """Posts pending outbox rows to Prefect in order; on failure keeps them and backs off."""
 
     def __init__(
-        self,
-        outbox: Outbox,
-        config: WebhookConfig,
-        busy: Callable[[float], bool] = lambda since: False,
+        self, outbox: Outbox, config: WebhookConfig, busy: Callable[[], bool] = lambda: False
     ) -> None:
         self.outbox = outbox
         self.config = config
-        self.busy = busy  # busy(t): deliveries are still arriving since t
+        self.busy = busy  # True while deliveries are arriving
         self.api_url = config.prefect_api_url.rstrip("/")
         self.wake = asyncio.Event()
         self.failures = 0
@@ -850,9 +847,9 @@ class EventSender:
         takes a list), in order; False at the first one Prefect could not take. A batch
         Prefect refuses as malformed is sent again row by row, so only the bad row is set
         aside."""
-        started = asyncio.get_running_loop().time()
+        hold_until = asyncio.get_running_loop().time() + BURST_HOLD_SECONDS
         while True:
-            await self._lull(started)
+            await self._lull(hold_until)
             rows = await asyncio.to_thread(self.outbox.pending, SEND_BATCH)
             if not rows:
                 return True
@@ -864,11 +861,10 @@ class EventSender:
                     if not await self._send(row):
                         return False
 
-    async def _lull(self, started: float) -> None:
-        """Wait while deliveries keep arriving after this round ``started`` (a lone delivery,
-        the one that woke the sender, waits for nothing), BURST_HOLD_SECONDS at the most."""
+    async def _lull(self, hold_until: float) -> None:
+        """Wait while deliveries are arriving, until ``hold_until`` at the latest."""
         loop = asyncio.get_running_loop()
-        while self.busy(started) and loop.time() < started + BURST_HOLD_SECONDS:
+        while self.busy() and loop.time() < hold_until:
             await asyncio.sleep(LULL_POLL_SECONDS)
 
     async def _send_batch(self, rows: list[OutboxRow]) -> bool | None:
@@ -966,9 +962,8 @@ def create_app(config: WebhookConfig) -> Starlette:
     outbox = Outbox(config.db_path)
     last_arrival = -QUIET_SECONDS  # on the event loop's clock
 
-    def busy(since: float) -> bool:
-        """A delivery arrived after ``since``, less than QUIET_SECONDS ago."""
-        return since < last_arrival > asyncio.get_running_loop().time() - QUIET_SECONDS
+    def busy() -> bool:
+        return asyncio.get_running_loop().time() - last_arrival < QUIET_SECONDS
 
     sender = EventSender(outbox, config, busy=busy)
     writer = GroupCommit(outbox)

@@ -1182,7 +1182,6 @@ def test_events_wait_while_deliveries_keep_arriving_then_go_out_together(
     burst = time.monotonic() - started
     during = stand_in.posts - before
     wait_until(lambda: len(stand_in.received()) == 41, timeout=BURST_HOLD_SECONDS + 5)
-    # Without the hold each delivery wakes the sender: about one request per delivery (29 of
-    # 40 measured). A stall of the test client longer than QUIET_SECONDS ends a hold early.
-    assert during <= 4 + int(burst / BURST_HOLD_SECONDS), (during, burst)
+    # Without the hold each delivery wakes the sender: about one request per delivery.
+    assert during <= 1 + int(burst / BURST_HOLD_SECONDS), (during, burst)
     assert stand_in.posts - before <= 4
