@@ -10,7 +10,6 @@ as ``MALLOC_ARENA_MAX=2`` does at start, keeps it flat.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
@@ -22,16 +21,11 @@ def cap_arenas(arenas: int = 2) -> bool:
     ``MALLOC_ARENA_MAX`` already says how many (the operator's choice is kept)."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
+    # The process's own symbols (libc among them); find_library would run ldconfig each time.
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only
         return False
-    try:
-        libc = ctypes.CDLL(name)
-        version = libc.gnu_get_libc_version  # glibc only
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    version.restype = ctypes.c_char_p
+    mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_ARENA_MAX, arenas))
